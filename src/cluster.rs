@@ -1,0 +1,500 @@
+//! Cluster lookups: the fixed host-call requests and the parsing of their replies.
+//!
+//! policy-server keeps one watch-backed cache per distinct list request (kind + selectors +
+//! field masks), so every request here is a constant (per namespace for Pods): no per-VMI
+//! selector ever reaches the host. `field_masks` keep only what the decision reads, which keeps
+//! both the host's cache and the payload copied into the guest small.
+
+use kubewarden_policy_sdk::host_capabilities::kubernetes::{
+    GetResourceRequest, ListAllResourcesRequest, ListResourcesByNamespaceRequest,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::launcher::{APP_LABEL, CREATED_BY_LABEL, LAUNCHER_APP, MIGRATION_JOB_LABEL};
+use crate::quantity;
+use crate::record::{HYPERVISOR_KEY, Hypervisor};
+use crate::settings::Settings;
+
+/// The waPC host seam: one call of namespace `kubernetes` of binding `kubewarden`.
+/// In wasm it is `wapc_guest::host_call`; tests and benchmarks replay recorded answers.
+pub trait Host {
+    fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// policy-server's host calls.
+pub struct WapcHost;
+
+impl Host for WapcHost {
+    fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+        wapc_guest::host_call("kubewarden", "kubernetes", operation, request)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A failed lookup: what was asked and what went wrong, for messages and warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError {
+    pub what: String,
+    pub cause: String,
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.what, self.cause)
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+pub const NODE_FIELD_MASKS: [&str; 4] = [
+    "metadata.name",
+    "spec.unschedulable",
+    "status.allocatable",
+    "status.conditions",
+];
+pub const KUBEVIRT_FIELD_MASKS: [&str; 2] = ["spec.configuration", "status.phase"];
+pub const LAUNCHER_POD_FIELD_MASKS: [&str; 3] = [
+    "spec.containers.name",
+    "spec.containers.resources",
+    "status.phase",
+];
+
+fn masks(m: &[&str]) -> Option<BTreeSet<String>> {
+    Some(m.iter().map(|s| s.to_string()).collect())
+}
+
+fn call<T: serde::de::DeserializeOwned>(
+    host: &dyn Host,
+    what: impl Fn() -> String,
+    operation: &str,
+    request: &impl serde::Serialize,
+) -> Result<T, LookupError> {
+    let err = |cause: String| LookupError {
+        what: what(),
+        cause,
+    };
+    let body = serde_json::to_vec(request).map_err(|e| err(e.to_string()))?;
+    let reply = host.call(operation, &body).map_err(err)?;
+    serde_json::from_slice(&reply).map_err(|e| err(format!("unreadable reply: {e}")))
+}
+
+// ---- Nodes -------------------------------------------------------------------------------
+
+/// Only the fields `is_capable` reads; serde skips the rest of each Node.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct Node {
+    pub metadata: NodeMeta,
+    pub spec: NodeSpec,
+    pub status: NodeStatus,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct NodeMeta {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct NodeSpec {
+    pub unschedulable: bool,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub allocatable: BTreeMap<String, String>,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct List<T> {
+    items: Vec<T>,
+}
+
+/// A node counts when the agent verified it, it is Ready and schedulable and, with
+/// `requireAllocatable`, its device plugin advertises the mshv device.
+pub fn is_capable(node: &Node, settings: &Settings) -> bool {
+    let labelled = node
+        .metadata
+        .labels
+        .get(&settings.node_label)
+        .is_some_and(|v| v == "true");
+    let ready = node
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let allocatable = !settings.require_allocatable
+        || node
+            .status
+            .allocatable
+            .get(&settings.device_resource)
+            .and_then(|q| quantity::parse(q).ok())
+            .is_some_and(|q| q.is_positive());
+    labelled && ready && !node.spec.unschedulable && allocatable
+}
+
+/// Names of the capable nodes. One fixed request per policy: `<nodeLabel>=true`.
+pub fn capable_nodes(host: &dyn Host, settings: &Settings) -> Result<Vec<String>, LookupError> {
+    let req = ListAllResourcesRequest {
+        api_version: "v1".to_string(),
+        kind: "Node".to_string(),
+        label_selector: Some(format!("{}=true", settings.node_label)),
+        field_selector: None,
+        field_masks: masks(&NODE_FIELD_MASKS),
+    };
+    let list: List<Node> = call(
+        host,
+        || format!("listing Nodes labelled {}=true", settings.node_label),
+        "list_resources_all",
+        &req,
+    )?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|n| is_capable(n, settings))
+        .map(|n| n.metadata.name)
+        .collect())
+}
+
+// ---- KubeVirt CR ---------------------------------------------------------------------------
+
+/// The KubeVirt CR that is in force: the `Deployed` one, else the first (KubeVirt refuses to
+/// deploy a second CR, so more than one is a transient state). `None` when there is none.
+pub fn kubevirt_cr(host: &dyn Host) -> Result<Option<Value>, LookupError> {
+    let req = ListAllResourcesRequest {
+        api_version: "kubevirt.io/v1".to_string(),
+        kind: "KubeVirt".to_string(),
+        label_selector: None,
+        field_selector: None,
+        field_masks: masks(&KUBEVIRT_FIELD_MASKS),
+    };
+    let list: List<Value> = call(
+        host,
+        || "listing KubeVirt CRs".to_string(),
+        "list_resources_all",
+        &req,
+    )?;
+    let deployed = list
+        .items
+        .iter()
+        .position(|kv| kv.pointer("/status/phase").and_then(Value::as_str) == Some("Deployed"));
+    let mut items = list.items;
+    Ok(match deployed {
+        Some(i) => Some(items.swap_remove(i)),
+        None => items.into_iter().next(),
+    })
+}
+
+// ---- VMI ---------------------------------------------------------------------------------
+
+/// The launcher's VMI, for its CPU and memory spec.
+pub fn vmi(host: &dyn Host, namespace: &str, name: &str) -> Result<Value, LookupError> {
+    let req = GetResourceRequest {
+        api_version: "kubevirt.io/v1".to_string(),
+        kind: "VirtualMachineInstance".to_string(),
+        name: name.to_string(),
+        namespace: Some(namespace.to_string()),
+        disable_cache: false,
+        field_masks: None,
+    };
+    let vmi: Value = call(
+        host,
+        || format!("reading VirtualMachineInstance {namespace}/{name}"),
+        "get_resource",
+        &req,
+    )?;
+    if !vmi.is_object() {
+        return Err(LookupError {
+            what: format!("reading VirtualMachineInstance {namespace}/{name}"),
+            cause: "the reply is not an object".to_string(),
+        });
+    }
+    Ok(vmi)
+}
+
+// ---- Migration source --------------------------------------------------------------------
+
+/// The hypervisor the running source launcher of a migration uses, or `None` when it cannot be
+/// told (no running source, or several that disagree).
+///
+/// Lists launcher Pods of the namespace with the fixed selector `kubevirt.io=virt-launcher`
+/// (one host cache per namespace, never one per VMI) and keeps the running Pods of the same VMI
+/// that are not this migration's target.
+pub fn migration_source(
+    host: &dyn Host,
+    settings: &Settings,
+    namespace: &str,
+    vmi_uid: &str,
+    migration_job: &str,
+) -> Result<Option<Hypervisor>, LookupError> {
+    let req = ListResourcesByNamespaceRequest {
+        api_version: "v1".to_string(),
+        kind: "Pod".to_string(),
+        namespace: namespace.to_string(),
+        label_selector: Some(format!("{APP_LABEL}={LAUNCHER_APP}")),
+        field_selector: None,
+        field_masks: masks(&LAUNCHER_POD_FIELD_MASKS),
+    };
+    let list: List<Value> = call(
+        host,
+        || format!("listing launcher Pods in namespace {namespace}"),
+        "list_resources_by_namespace",
+        &req,
+    )?;
+    let label = |p: &Value, k: &str| {
+        p.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut found: Option<Hypervisor> = None;
+    for pod in &list.items {
+        let same_vmi = label(pod, CREATED_BY_LABEL).as_deref() == Some(vmi_uid);
+        let this_target = label(pod, MIGRATION_JOB_LABEL).as_deref() == Some(migration_job);
+        let running = pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+        if !same_vmi || this_target || !running {
+            continue;
+        }
+        let hv = pod_hypervisor(pod, settings);
+        match found {
+            None => found = Some(hv),
+            Some(prev) if prev != hv => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    Ok(found)
+}
+
+/// A Pod's hypervisor: our record when present, else the device its compute container holds.
+fn pod_hypervisor(pod: &Value, settings: &Settings) -> Hypervisor {
+    let recorded = pod
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(HYPERVISOR_KEY))
+        .and_then(Value::as_str);
+    match recorded {
+        Some("mshv") => return Hypervisor::Mshv,
+        Some("kvm") => return Hypervisor::Kvm,
+        _ => {}
+    }
+    let holds_mshv = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("name").and_then(Value::as_str) == Some("compute"))
+        .any(|c| {
+            ["limits", "requests"].iter().any(|m| {
+                c.pointer(&format!("/resources/{m}"))
+                    .and_then(Value::as_object)
+                    .is_some_and(|r| r.contains_key(&settings.device_resource))
+            })
+        });
+    if holds_mshv {
+        Hypervisor::Mshv
+    } else {
+        Hypervisor::Kvm
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A scripted host for unit tests: answers by operation, records every request.
+    use super::Host;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct FakeHost {
+        pub answers: HashMap<String, Result<String, String>>,
+        pub calls: RefCell<Vec<(String, serde_json::Value)>>,
+    }
+
+    impl FakeHost {
+        pub fn with(mut self, key: &str, answer: Result<serde_json::Value, &str>) -> Self {
+            self.answers.insert(
+                key.to_string(),
+                answer.map(|v| v.to_string()).map_err(str::to_string),
+            );
+            self
+        }
+
+        pub fn kinds(&self) -> Vec<String> {
+            self.calls.borrow().iter().map(|(k, _)| k.clone()).collect()
+        }
+    }
+
+    impl Host for FakeHost {
+        fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+            let req: serde_json::Value = serde_json::from_slice(request).map_err(|e| e.to_string())?;
+            let kind = req["kind"].as_str().unwrap_or_default().to_string();
+            self.calls.borrow_mut().push((kind.clone(), req));
+            let key = format!("{operation}/{kind}");
+            match self.answers.get(&key) {
+                Some(Ok(s)) => Ok(s.clone().into_bytes()),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(format!("unexpected host call {key}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeHost;
+    use super::*;
+    use serde_json::json;
+
+    pub fn node(name: &str, ready: &str, unschedulable: bool, alloc: Option<&str>) -> Value {
+        let mut allocatable = json!({"cpu": "8", "memory": "32Gi"});
+        if let Some(a) = alloc {
+            allocatable["devices.kubevirt.io/mshv"] = json!(a);
+        }
+        json!({"metadata": {"name": name, "labels": {"mshv.node.hyperv-layered.io/capable": "true"}},
+               "spec": {"unschedulable": unschedulable},
+               "status": {"allocatable": allocatable,
+                          "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]}})
+    }
+
+    #[test]
+    fn capable_nodes_filters_and_sends_the_fixed_request() {
+        let host = FakeHost::default().with(
+            "list_resources_all/Node",
+            Ok(json!({"items": [
+                node("ok", "True", false, Some("1000")),
+                node("notready", "False", false, Some("1000")),
+                node("cordoned", "True", true, Some("1000")),
+                node("noalloc", "True", false, Some("0")),
+                node("missing", "True", false, None),
+                {"metadata": {"name": "unlabelled"}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                    "allocatable": {"devices.kubevirt.io/mshv": "1k"}}},
+            ]})),
+        );
+        let s = Settings::default();
+        assert_eq!(capable_nodes(&host, &s).unwrap(), ["ok"]);
+        let calls = host.calls.borrow();
+        assert_eq!(
+            calls[0].1,
+            json!({"api_version": "v1", "kind": "Node",
+                "label_selector": "mshv.node.hyperv-layered.io/capable=true", "field_selector": null,
+                "field_masks": ["metadata.name", "spec.unschedulable", "status.allocatable", "status.conditions"]})
+        );
+
+        let relaxed = Settings {
+            require_allocatable: false,
+            ..Settings::default()
+        };
+        drop(calls);
+        assert_eq!(capable_nodes(&host, &relaxed).unwrap(), ["ok", "noalloc", "missing"]);
+    }
+
+    #[test]
+    fn lookup_errors_carry_context() {
+        let host = FakeHost::default()
+            .with("list_resources_all/Node", Err("forbidden"))
+            .with("list_resources_all/KubeVirt", Ok(json!("garbage")));
+        let e = capable_nodes(&host, &Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("listing Nodes"), "{e}");
+        assert!(e.to_string().contains("forbidden"), "{e}");
+        let e = kubevirt_cr(&host).unwrap_err();
+        assert!(e.to_string().contains("unreadable reply"), "{e}");
+    }
+
+    #[test]
+    fn kubevirt_cr_prefers_the_deployed_one() {
+        let host = FakeHost::default().with(
+            "list_resources_all/KubeVirt",
+            Ok(json!({"items": [{"metadata": {"name": "a"}, "status": {"phase": "Deploying"}},
+                                {"metadata": {"name": "b"}, "status": {"phase": "Deployed"}}]})),
+        );
+        let kv = kubevirt_cr(&host).unwrap().unwrap();
+        assert_eq!(kv["metadata"]["name"], "b");
+        let empty = FakeHost::default().with("list_resources_all/KubeVirt", Ok(json!({"items": []})));
+        assert_eq!(kubevirt_cr(&empty).unwrap(), None);
+    }
+
+    fn pod(uid: &str, job: Option<&str>, phase: &str, device: &str, record: Option<&str>) -> Value {
+        let mut labels = json!({"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": uid});
+        if let Some(j) = job {
+            labels["kubevirt.io/migrationJobUID"] = json!(j);
+        }
+        if let Some(r) = record {
+            labels["hyperv-layered.io/hypervisor"] = json!(r);
+        }
+        json!({"metadata": {"labels": labels},
+               "spec": {"containers": [{"name": "compute", "resources": {"limits": {device: "1"}}}]},
+               "status": {"phase": phase}})
+    }
+
+    #[test]
+    fn migration_source_is_the_running_pod_of_the_vmi() {
+        let s = Settings::default();
+        let answer = |items: Vec<Value>| {
+            FakeHost::default().with(
+                "list_resources_by_namespace/Pod",
+                Ok(json!({ "items": items })),
+            )
+        };
+        let mshv = "devices.kubevirt.io/mshv";
+        let kvm = "devices.kubevirt.io/kvm";
+        let h = answer(vec![
+            pod("u1", None, "Running", mshv, None),
+            pod("u1", Some("job"), "Pending", kvm, None),
+            pod("u2", None, "Running", kvm, None),
+            pod("u1", Some("old"), "Failed", kvm, None),
+        ]);
+        assert_eq!(
+            migration_source(&h, &s, "ns", "u1", "job").unwrap(),
+            Some(Hypervisor::Mshv)
+        );
+        assert_eq!(
+            h.calls.borrow()[0].1,
+            json!({"api_version": "v1", "kind": "Pod", "namespace": "ns",
+                "label_selector": "kubevirt.io=virt-launcher", "field_selector": null,
+                "field_masks": ["spec.containers.name", "spec.containers.resources", "status.phase"]})
+        );
+        // A previous migration's target is today's source; our record wins over devices.
+        let h = answer(vec![pod("u1", Some("old"), "Running", mshv, Some("kvm"))]);
+        assert_eq!(
+            migration_source(&h, &s, "ns", "u1", "job").unwrap(),
+            Some(Hypervisor::Kvm)
+        );
+        let h = answer(vec![pod("u1", Some("job"), "Running", mshv, None)]);
+        assert_eq!(migration_source(&h, &s, "ns", "u1", "job").unwrap(), None);
+        let h = answer(vec![
+            pod("u1", None, "Running", mshv, None),
+            pod("u1", Some("x"), "Running", kvm, None),
+        ]);
+        assert_eq!(migration_source(&h, &s, "ns", "u1", "job").unwrap(), None);
+    }
+
+    #[test]
+    fn vmi_lookup_is_a_cached_get() {
+        let host = FakeHost::default().with(
+            "get_resource/VirtualMachineInstance",
+            Ok(json!({"metadata": {"name": "vm"}})),
+        );
+        assert!(vmi(&host, "ns", "vm").is_ok());
+        assert_eq!(
+            host.calls.borrow()[0].1,
+            json!({"api_version": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": "vm",
+                   "namespace": "ns", "disable_cache": false, "field_masks": null})
+        );
+        let host = FakeHost::default().with("get_resource/VirtualMachineInstance", Ok(json!(null)));
+        assert!(vmi(&host, "ns", "vm").is_err());
+    }
+}

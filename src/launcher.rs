@@ -1,0 +1,319 @@
+//! Recognising a virt-launcher Pod and reading what the decision needs from it.
+//!
+//! Shape facts from kubevirt/kubevirt `pkg/virt-controller/services/template.go` (v1.5–v1.8):
+//! labels `kubevirt.io: virt-launcher` and `kubevirt.io/created-by: <VMI uid>`, one controller
+//! ownerReference to the VMI, `spec.containers[0]` named `compute`, annotation
+//! `kubevirt.io/domain: <VMI name>`. Hotplug (`kubevirt.io: hotplug-disk`) and export
+//! (`kubevirt.io: virt-exporter`) Pods share the `kubevirt.io` label key and are not launchers.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY};
+use crate::settings::Settings;
+
+pub const APP_LABEL: &str = "kubevirt.io";
+pub const LAUNCHER_APP: &str = "virt-launcher";
+pub const CREATED_BY_LABEL: &str = "kubevirt.io/created-by";
+pub const MIGRATION_JOB_LABEL: &str = "kubevirt.io/migrationJobUID";
+pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
+pub const COMPUTE_CONTAINER: &str = "compute";
+pub const HYPERVISOR_FLAG: &str = "--hypervisor";
+
+/// The least of a Pod that tells whether it can be a launcher, parsed without building the
+/// whole object: most Pods stop here.
+#[derive(Deserialize, Default)]
+pub struct ObjectHead<'a> {
+    #[serde(default, borrow)]
+    metadata: MetaHead<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetaHead<'a> {
+    #[serde(default, borrow)]
+    labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+}
+
+impl ObjectHead<'_> {
+    /// True when the Pod carries `kubevirt.io: virt-launcher` and a `created-by` label.
+    pub fn may_be_launcher(&self) -> bool {
+        self.metadata.labels.as_ref().is_some_and(|l| {
+            l.get(APP_LABEL).is_some_and(|v| v == LAUNCHER_APP) && l.contains_key(CREATED_BY_LABEL)
+        })
+    }
+}
+
+/// Where the launcher's hypervisor choice sits in the compute container's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorFlag {
+    /// No `--hypervisor` flag: launchers before v1.8, and fork builds that detect `/dev/mshv`.
+    Absent,
+    /// `--hypervisor <value>`: the value is at this index of `command`.
+    Separate(usize),
+    /// `--hypervisor=<value>` at this index of `command`.
+    Joined(usize),
+}
+
+/// A recognised launcher Pod: everything the decision and the mutation read from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launcher {
+    /// Index of the `compute` container in `spec.containers`.
+    pub compute: usize,
+    pub namespace: String,
+    /// The VMI's name (annotation `kubevirt.io/domain`, else the owner reference's name).
+    pub vmi_name: String,
+    pub vmi_uid: String,
+    /// `kubevirt.io/migrationJobUID` on migration target Pods.
+    pub migration_job: Option<String>,
+    pub hypervisor_flag: HypervisorFlag,
+    /// What KubeVirt rendered: mshv when compute requests the mshv device.
+    pub rendered: Hypervisor,
+    /// The first requested resource that mshv cannot serve.
+    pub incompatible: Option<String>,
+    /// The Pod (from the VMI) carries `hyperv-layered.io/hypervisor: kvm` written by a user.
+    pub opt_out: bool,
+}
+
+fn str_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// Reads a launcher from a Pod object, or `None` when the Pod is not one.
+/// `namespace` is the admission request's namespace (a Pod at admission may omit its own).
+pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<Launcher> {
+    let labels = pod.pointer("/metadata/labels")?.as_object()?;
+    if labels.get(APP_LABEL)?.as_str()? != LAUNCHER_APP {
+        return None;
+    }
+    let uid = labels.get(CREATED_BY_LABEL)?.as_str()?;
+    if uid.is_empty() {
+        return None;
+    }
+    // Exactly the VMI as controller owner, and the same VMI the created-by label names: a Pod
+    // copied from a launcher by hand does not keep a matching controller reference.
+    let owner_name = pod
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .filter(|o| {
+            str_at(o, &["kind"]) == Some("VirtualMachineInstance")
+                && str_at(o, &["apiVersion"]).is_some_and(|a| a.starts_with("kubevirt.io/"))
+                && str_at(o, &["uid"]) == Some(uid)
+        })
+        .and_then(|o| str_at(o, &["name"]))?;
+    let containers = pod.pointer("/spec/containers")?.as_array()?;
+    let compute = containers
+        .iter()
+        .position(|c| str_at(c, &["name"]) == Some(COMPUTE_CONTAINER))?;
+    let container = &containers[compute];
+
+    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_str);
+    let vmi_name = annotation(DOMAIN_ANNOTATION)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(owner_name)
+        .to_string();
+    let namespace = if namespace.is_empty() {
+        str_at(pod, &["metadata", "namespace"]).unwrap_or_default()
+    } else {
+        namespace
+    }
+    .to_string();
+
+    let resources = |map: &str| {
+        container
+            .pointer(&format!("/resources/{map}"))
+            .and_then(Value::as_object)
+    };
+    let requests_resource = |name: &str| {
+        resources("limits").is_some_and(|m| m.contains_key(name))
+            || resources("requests").is_some_and(|m| m.contains_key(name))
+    };
+    let rendered = if requests_resource(&settings.device_resource) {
+        Hypervisor::Mshv
+    } else {
+        Hypervisor::Kvm
+    };
+    let incompatible = settings
+        .incompatible_resources
+        .iter()
+        .find(|r| requests_resource(r))
+        .cloned();
+
+    // Our own record also says `kvm`; it is only an opt-out when no decision of ours stands
+    // beside it (or that decision was itself the opt-out), which keeps re-runs idempotent.
+    let opt_out = annotation(HYPERVISOR_KEY) == Some("kvm")
+        && matches!(annotation(REASON_KEY), None | Some("opt-out"));
+
+    Some(Launcher {
+        compute,
+        namespace,
+        vmi_name,
+        vmi_uid: uid.to_string(),
+        migration_job: labels
+            .get(MIGRATION_JOB_LABEL)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        hypervisor_flag: hypervisor_flag(container.get("command")),
+        rendered,
+        incompatible,
+        opt_out,
+    })
+}
+
+fn hypervisor_flag(command: Option<&Value>) -> HypervisorFlag {
+    let Some(args) = command.and_then(Value::as_array) else {
+        return HypervisorFlag::Absent;
+    };
+    for (i, a) in args.iter().enumerate() {
+        match a.as_str() {
+            Some(HYPERVISOR_FLAG) if i + 1 < args.len() => return HypervisorFlag::Separate(i + 1),
+            Some(s) if s.starts_with("--hypervisor=") => return HypervisorFlag::Joined(i),
+            _ => {}
+        }
+    }
+    HypervisorFlag::Absent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn launcher_pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": "virt-launcher-testvm-", "namespace": "default",
+                "labels": {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": "uid-1"},
+                "annotations": {"kubevirt.io/domain": "testvm"},
+                "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                    "name": "testvm", "uid": "uid-1", "controller": true, "blockOwnerDeletion": true}]
+            },
+            "spec": {"containers": [{
+                "name": "compute",
+                "command": ["/usr/bin/virt-launcher-monitor", "--hypervisor", "kvm", "--run-as-nonroot"],
+                "resources": {
+                    "limits": {"devices.kubevirt.io/kvm": "1"},
+                    "requests": {"devices.kubevirt.io/kvm": "1", "memory": "2432696320"}
+                }
+            }]}
+        })
+    }
+
+    fn rec(pod: &Value) -> Option<Launcher> {
+        recognize(pod, "default", &Settings::default())
+    }
+
+    #[test]
+    fn reads_a_v18_launcher() {
+        let l = rec(&launcher_pod()).unwrap();
+        assert_eq!(l.compute, 0);
+        assert_eq!(l.vmi_name, "testvm");
+        assert_eq!(l.vmi_uid, "uid-1");
+        assert_eq!(l.namespace, "default");
+        assert_eq!(l.hypervisor_flag, HypervisorFlag::Separate(2));
+        assert_eq!(l.rendered, Hypervisor::Kvm);
+        assert_eq!(l.incompatible, None);
+        assert!(!l.opt_out);
+        assert_eq!(l.migration_job, None);
+    }
+
+    #[test]
+    fn rejects_lookalikes() {
+        let mut cases = Vec::new();
+        let mut p = launcher_pod();
+        p["metadata"]["labels"]["kubevirt.io"] = json!("hotplug-disk");
+        cases.push(("hotplug", p));
+        let mut p = launcher_pod();
+        p["metadata"]["labels"]["kubevirt.io"] = json!("virt-exporter");
+        cases.push(("exporter", p));
+        let mut p = launcher_pod();
+        p["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kubevirt.io/created-by");
+        cases.push(("no created-by", p));
+        let mut p = launcher_pod();
+        p["metadata"]["ownerReferences"][0]["uid"] = json!("other");
+        cases.push(("uid mismatch", p));
+        let mut p = launcher_pod();
+        p["metadata"]["ownerReferences"][0]["controller"] = json!(false);
+        cases.push(("not controller", p));
+        let mut p = launcher_pod();
+        p["metadata"]["ownerReferences"][0]["kind"] = json!("VirtualMachine");
+        cases.push(("wrong kind", p));
+        let mut p = launcher_pod();
+        p["metadata"]["ownerReferences"][0]["apiVersion"] = json!("evil.io/v1");
+        cases.push(("wrong group", p));
+        let mut p = launcher_pod();
+        p["spec"]["containers"][0]["name"] = json!("main");
+        cases.push(("no compute", p));
+        cases.push(("plain", json!({"metadata": {"name": "x"}, "spec": {}})));
+        cases.push(("not an object", json!([1, 2])));
+        for (name, pod) in cases {
+            assert_eq!(rec(&pod), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn reads_flag_forms_and_devices() {
+        let mut p = launcher_pod();
+        p["spec"]["containers"][0]["command"] = json!(["/x", "--hypervisor=kvm"]);
+        assert_eq!(rec(&p).unwrap().hypervisor_flag, HypervisorFlag::Joined(1));
+        p["spec"]["containers"][0]["command"] = json!(["/x", "--hypervisor"]);
+        assert_eq!(rec(&p).unwrap().hypervisor_flag, HypervisorFlag::Absent);
+        p["spec"]["containers"][0]["command"] = json!("not a list");
+        assert_eq!(rec(&p).unwrap().hypervisor_flag, HypervisorFlag::Absent);
+
+        let mut p = launcher_pod();
+        p["spec"]["containers"][0]["resources"]["limits"] =
+            json!({"devices.kubevirt.io/mshv": "1", "devices.kubevirt.io/sev": "1"});
+        let l = rec(&p).unwrap();
+        assert_eq!(l.rendered, Hypervisor::Mshv);
+        assert_eq!(l.incompatible.as_deref(), Some("devices.kubevirt.io/sev"));
+    }
+
+    #[test]
+    fn opt_out_only_when_not_our_own_record() {
+        let mut p = launcher_pod();
+        p["metadata"]["annotations"]["hyperv-layered.io/hypervisor"] = json!("kvm");
+        assert!(rec(&p).unwrap().opt_out);
+        p["metadata"]["annotations"]["hyperv-layered.io/reason"] = json!("opt-out");
+        assert!(rec(&p).unwrap().opt_out);
+        p["metadata"]["annotations"]["hyperv-layered.io/reason"] = json!("no-capable-node");
+        assert!(!rec(&p).unwrap().opt_out);
+        p["metadata"]["annotations"]["hyperv-layered.io/hypervisor"] = json!("mshv");
+        p["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hyperv-layered.io/reason");
+        assert!(!rec(&p).unwrap().opt_out);
+    }
+
+    #[test]
+    fn migration_target_and_names() {
+        let mut p = launcher_pod();
+        p["metadata"]["labels"]["kubevirt.io/migrationJobUID"] = json!("job-1");
+        p["metadata"]["annotations"] = json!({});
+        let l = recognize(&p, "", &Settings::default()).unwrap();
+        assert_eq!(l.migration_job.as_deref(), Some("job-1"));
+        assert_eq!(l.vmi_name, "testvm", "falls back to the owner's name");
+        assert_eq!(l.namespace, "default", "falls back to the object's namespace");
+    }
+
+    #[test]
+    fn head_spots_candidates_cheaply() {
+        let raw = launcher_pod().to_string();
+        let head: ObjectHead = serde_json::from_str(&raw).unwrap();
+        assert!(head.may_be_launcher());
+        let head: ObjectHead = serde_json::from_str(r#"{"metadata":{"labels":{"kubevirt.io":"virt-launcher"}}}"#).unwrap();
+        assert!(!head.may_be_launcher());
+        let head: ObjectHead = serde_json::from_str(r#"{"metadata":{}}"#).unwrap();
+        assert!(!head.may_be_launcher());
+    }
+}

@@ -1,0 +1,292 @@
+//! Surgical edits of the Pod JSON as the API server sent it.
+//!
+//! The host diffs the returned object against the original to build the JSON Patch, so the Pod
+//! is edited in place as a `serde_json::Value`: a typed round-trip would drop fields k8s-openapi
+//! does not know and turn them into `remove` ops. Every edit is written so that applying it to
+//! its own result changes nothing. The one thing removed is the KVM device request, which the
+//! mshv device replaces.
+
+use serde_json::{Map, Value, json};
+
+use crate::launcher::HypervisorFlag;
+use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
+
+/// The Pod has a type the API server would never send at `path` (e.g. `labels` is a string):
+/// the policy leaves such a Pod unchanged rather than overwrite what it does not understand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeError {
+    pub path: String,
+}
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unexpected Pod shape at {}", self.path)
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+/// The object at `key` of `parent`, created empty when absent or null.
+fn object_at<'v>(
+    parent: &'v mut Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'v mut Map<String, Value>, ShapeError> {
+    let slot = parent
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut().ok_or_else(|| ShapeError {
+        path: path.to_string(),
+    })
+}
+
+/// The object at a path of keys below `root`, creating empty objects on the way.
+pub fn object_path<'v>(
+    root: &'v mut Value,
+    keys: &[&str],
+) -> Result<&'v mut Map<String, Value>, ShapeError> {
+    let mut cur = root.as_object_mut().ok_or_else(|| ShapeError {
+        path: "(root)".to_string(),
+    })?;
+    let mut path = String::new();
+    for k in keys {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(k);
+        cur = object_at(cur, k, &path)?;
+    }
+    Ok(cur)
+}
+
+/// Writes the decision record: label and annotation `hyperv-layered.io/hypervisor`, annotation
+/// `hyperv-layered.io/reason`.
+pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<(), ShapeError> {
+    let hv = Value::String(hypervisor.as_str().to_string());
+    object_path(pod, &["metadata", "labels"])?.insert(HYPERVISOR_KEY.to_string(), hv.clone());
+    let annotations = object_path(pod, &["metadata", "annotations"])?;
+    annotations.insert(HYPERVISOR_KEY.to_string(), hv);
+    annotations.insert(
+        REASON_KEY.to_string(),
+        Value::String(reason.as_str().to_string()),
+    );
+    Ok(())
+}
+
+fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, ShapeError> {
+    pod.pointer_mut(&format!("/spec/containers/{compute}"))
+        .filter(|c| c.is_object())
+        .ok_or_else(|| ShapeError {
+            path: format!("spec.containers[{compute}]"),
+        })
+}
+
+/// Rewrites the compute container for mshv: in both resource maps (the API server demands
+/// requests == limits for extended resources) the KVM device becomes the mshv device, and the
+/// value of `--hypervisor`, when the launcher takes one, becomes `hypervisor_arg`.
+pub fn switch_to_mshv(
+    pod: &mut Value,
+    compute: usize,
+    flag: HypervisorFlag,
+    kvm_resource: &str,
+    mshv_resource: &str,
+    hypervisor_arg: &str,
+) -> Result<(), ShapeError> {
+    let container = compute_container(pod, compute)?;
+    for map in ["limits", "requests"] {
+        let resources = object_path(container, &["resources", map])?;
+        resources.remove(kvm_resource);
+        resources.insert(mshv_resource.to_string(), Value::String("1".to_string()));
+    }
+    let command = |i: usize| format!("/command/{i}");
+    match flag {
+        HypervisorFlag::Absent => {}
+        HypervisorFlag::Separate(i) => {
+            let slot = container.pointer_mut(&command(i)).ok_or_else(|| ShapeError {
+                path: format!("spec.containers[{compute}].command[{i}]"),
+            })?;
+            *slot = Value::String(hypervisor_arg.to_string());
+        }
+        HypervisorFlag::Joined(i) => {
+            let slot = container.pointer_mut(&command(i)).ok_or_else(|| ShapeError {
+                path: format!("spec.containers[{compute}].command[{i}]"),
+            })?;
+            *slot = Value::String(format!("--hypervisor={hypervisor_arg}"));
+        }
+    }
+    Ok(())
+}
+
+/// ANDs `{key: <node_label>, operator: In, values: ["true"]}` into every required
+/// nodeSelectorTerm (terms are ORed, so a requirement missing from one term would let the Pod
+/// escape through it), or creates one term when there is none.
+pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<(), ShapeError> {
+    let requirement = json!({"key": node_label, "operator": "In", "values": ["true"]});
+    let selector = object_path(
+        pod,
+        &[
+            "spec",
+            "affinity",
+            "nodeAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+        ],
+    )?;
+    let terms = selector
+        .entry("nodeSelectorTerms".to_string())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if terms.is_null() {
+        *terms = Value::Array(Vec::new());
+    }
+    let terms = terms.as_array_mut().ok_or_else(|| ShapeError {
+        path: "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms".to_string(),
+    })?;
+    if terms.is_empty() {
+        terms.push(json!({"matchExpressions": [requirement]}));
+        return Ok(());
+    }
+    for (i, term) in terms.iter_mut().enumerate() {
+        let path = || ShapeError {
+            path: format!("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"),
+        };
+        let term = term.as_object_mut().ok_or_else(path)?;
+        let exprs = term
+            .entry("matchExpressions".to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if exprs.is_null() {
+            *exprs = Value::Array(Vec::new());
+        }
+        let exprs = exprs.as_array_mut().ok_or_else(path)?;
+        if !exprs.contains(&requirement) {
+            exprs.push(requirement.clone());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Value {
+        json!({
+            "metadata": {"labels": {"kubevirt.io": "virt-launcher"}},
+            "spec": {"containers": [{
+                "name": "compute",
+                "command": ["/usr/bin/virt-launcher-monitor", "--hypervisor", "kvm", "--run-as-nonroot"],
+                "resources": {
+                    "limits": {"devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1"},
+                    "requests": {"devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1", "memory": "1Gi"}
+                }
+            }]}
+        })
+    }
+
+    fn switch(p: &mut Value, flag: HypervisorFlag) -> Result<(), ShapeError> {
+        switch_to_mshv(
+            p,
+            0,
+            flag,
+            "devices.kubevirt.io/kvm",
+            "devices.kubevirt.io/mshv",
+            "hyperv-direct",
+        )
+    }
+
+    #[test]
+    fn switch_changes_both_maps_and_the_flag_once() {
+        let mut p = pod();
+        switch(&mut p, HypervisorFlag::Separate(2)).unwrap();
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(
+            c["resources"]["limits"],
+            json!({"devices.kubevirt.io/mshv": "1", "devices.kubevirt.io/tun": "1"})
+        );
+        assert_eq!(
+            c["resources"]["requests"],
+            json!({"devices.kubevirt.io/mshv": "1", "devices.kubevirt.io/tun": "1", "memory": "1Gi"})
+        );
+        assert_eq!(c["command"][2], "hyperv-direct");
+        assert_eq!(c["command"][3], "--run-as-nonroot");
+        let once = p.clone();
+        switch(&mut p, HypervisorFlag::Separate(2)).unwrap();
+        assert_eq!(p, once);
+    }
+
+    #[test]
+    fn switch_handles_joined_absent_and_missing_maps() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["command"] = json!(["/x", "--hypervisor=kvm"]);
+        p["spec"]["containers"][0]["resources"] = json!({"limits": {"devices.kubevirt.io/kvm": "1"}});
+        switch(&mut p, HypervisorFlag::Joined(1)).unwrap();
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["command"][1], "--hypervisor=hyperv-direct");
+        assert_eq!(c["resources"]["requests"], json!({"devices.kubevirt.io/mshv": "1"}));
+
+        let mut p = pod();
+        let before = p["spec"]["containers"][0]["command"].clone();
+        switch(&mut p, HypervisorFlag::Absent).unwrap();
+        assert_eq!(p["spec"]["containers"][0]["command"], before);
+
+        let mut bad = json!({"spec": {"containers": [{"resources": {"limits": "x"}}]}});
+        assert!(switch(&mut bad, HypervisorFlag::Absent).is_err());
+        let mut bad = json!({"spec": {"containers": []}});
+        assert!(switch(&mut bad, HypervisorFlag::Absent).is_err());
+    }
+
+    #[test]
+    fn node_requirement_creates_one_term() {
+        let mut p = pod();
+        require_node_label(&mut p, "l/capable").unwrap();
+        assert_eq!(
+            p["spec"]["affinity"],
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "l/capable", "operator": "In", "values": ["true"]}]}]}}})
+        );
+        let once = p.clone();
+        require_node_label(&mut p, "l/capable").unwrap();
+        assert_eq!(p, once);
+    }
+
+    #[test]
+    fn node_requirement_is_anded_into_every_term() {
+        let mut p = pod();
+        p["spec"]["affinity"] = json!({
+            "podAntiAffinity": {"x": 1},
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}],
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "node-labeller.kubevirt.io/obsolete-host-model", "operator": "DoesNotExist"}]},
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+                ]}}});
+        require_node_label(&mut p, "l/capable").unwrap();
+        let req = json!({"key": "l/capable", "operator": "In", "values": ["true"]});
+        let terms = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+        assert_eq!(terms[0]["matchExpressions"][1], req);
+        assert_eq!(terms[1]["matchExpressions"], json!([req]));
+        assert_eq!(terms[1]["matchFields"][0]["values"], json!(["n1"]));
+        assert_eq!(p["spec"]["affinity"]["podAntiAffinity"], json!({"x": 1}));
+        let once = p.clone();
+        require_node_label(&mut p, "l/capable").unwrap();
+        assert_eq!(p, once);
+    }
+
+    #[test]
+    fn record_writes_label_and_annotations() {
+        let mut p = pod();
+        record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap();
+        assert_eq!(p["metadata"]["labels"]["hyperv-layered.io/hypervisor"], "mshv");
+        assert_eq!(p["metadata"]["labels"]["kubevirt.io"], "virt-launcher");
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({"hyperv-layered.io/hypervisor": "mshv", "hyperv-layered.io/reason": "selected"})
+        );
+        let mut bad = json!({"metadata": {"labels": "x"}});
+        assert_eq!(
+            record(&mut bad, Hypervisor::Kvm, Reason::OptOut).unwrap_err().path,
+            "metadata.labels"
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! One admission request, end to end: recognise, decide, shape, answer.
+//!
+//! The entry point never fails and never panics: whatever the payload, it answers with a
+//! well-formed `ValidationResponse`. Anything it cannot make sense of is accepted unchanged
+//! (with a warning when the cause is worth telling), because this policy only ever improves
+//! placement: blocking a VM because of it would be worse than running it on KVM.
+
+use kubewarden_policy_sdk::response::ValidationResponse;
+use kubewarden_policy_sdk::settings::SettingsValidationResponse;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+use crate::cluster::{self, Host, LookupError};
+use crate::decision::{self, Decision, Facts, Verdict};
+use crate::launcher::{self, Launcher, ObjectHead};
+use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
+use crate::mutate::{self, ShapeError};
+use crate::record::Hypervisor;
+use crate::settings::Settings;
+
+/// Only what the first checks need; the object stays raw until the Pod may be a launcher.
+#[derive(Deserialize)]
+struct Payload<'a> {
+    #[serde(borrow)]
+    request: RequestHead<'a>,
+    #[serde(borrow, default)]
+    settings: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RequestHead<'a> {
+    #[serde(borrow, default)]
+    operation: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: KindHead<'a>,
+    #[serde(borrow, default, rename = "userInfo")]
+    user_info: UserHead<'a>,
+    #[serde(borrow, default)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct KindHead<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+struct UserHead<'a> {
+    #[serde(borrow, default)]
+    username: Cow<'a, str>,
+}
+
+fn accept(warnings: Vec<String>) -> ValidationResponse {
+    ValidationResponse {
+        accepted: true,
+        message: None,
+        code: None,
+        mutated_object: None,
+        audit_annotations: None,
+        warnings: (!warnings.is_empty()).then_some(warnings),
+    }
+}
+
+fn reject(message: String) -> ValidationResponse {
+    ValidationResponse {
+        accepted: false,
+        message: Some(message),
+        // 503: the cause is a transient lookup failure; virt-controller retries the creation.
+        code: Some(503),
+        mutated_object: None,
+        audit_annotations: None,
+        warnings: None,
+    }
+}
+
+/// Evaluates one `validate` payload (`{"request": AdmissionRequest, "settings": {...}}`).
+pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
+    let p: Payload = match serde_json::from_slice(payload) {
+        Ok(p) => p,
+        Err(e) => {
+            return accept(vec![format!(
+                "hyperv-layered: unreadable admission payload ({e}); left unchanged"
+            )]);
+        }
+    };
+    let req = p.request;
+    if req.operation != "CREATE" || req.kind.kind != "Pod" || !req.kind.group.is_empty() {
+        return accept(Vec::new());
+    }
+    let Some(raw_object) = req.object else {
+        return accept(Vec::new());
+    };
+    // Most Pods stop here, before the object is built.
+    match serde_json::from_str::<ObjectHead>(raw_object.get()) {
+        Ok(head) if head.may_be_launcher() => {}
+        _ => return accept(Vec::new()),
+    }
+    let settings = match p.settings {
+        None => Settings::default(),
+        Some(raw) => match Settings::from_json(raw.get().as_bytes()) {
+            Ok(s) => s,
+            Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
+        },
+    };
+    // A Pod that only looks like a launcher must never obtain /dev/mshv through this policy.
+    if !settings
+        .trusted_creators
+        .iter()
+        .any(|c| c.as_str() == req.user_info.username)
+    {
+        return accept(Vec::new());
+    }
+    let Ok(pod) = serde_json::from_str::<Value>(raw_object.get()) else {
+        return accept(Vec::new());
+    };
+    let Some(launcher) = launcher::recognize(&pod, &req.namespace, &settings) else {
+        return accept(Vec::new());
+    };
+    let mut facts = HostFacts::new(host, &settings);
+    match decision::decide(&settings, &launcher, &mut facts) {
+        Verdict::Unchanged => accept(Vec::new()),
+        Verdict::Reject(m) => reject(m),
+        Verdict::Decided(d) => shape(pod, &launcher, &settings, d, &mut facts),
+    }
+}
+
+/// Applies a decision: memory first (it may still turn the decision into a fallback), then the
+/// Pod edits, then the answer.
+fn shape(
+    original: Value,
+    launcher: &Launcher,
+    settings: &Settings,
+    mut d: Decision,
+    facts: &mut HostFacts,
+) -> ValidationResponse {
+    let mut pod = original.clone();
+    let terms = match settings.mshv_terms() {
+        Ok(t) => t,
+        Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
+    };
+    if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
+        if let Err(e) = add_mshv_memory(&mut pod, launcher, &terms, facts) {
+            if d.switch_to_mshv {
+                // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
+                // exactly what the memory settings exist to prevent.
+                match decision::on_lookup_error(settings, launcher, &e) {
+                    Verdict::Decided(fallback) => {
+                        d = fallback;
+                        pod = original.clone();
+                    }
+                    Verdict::Reject(m) => return reject(m),
+                    Verdict::Unchanged => return accept(Vec::new()),
+                }
+            } else {
+                // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
+                d.warnings.push(format!(
+                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
+                    launcher.namespace, launcher.vmi_name
+                ));
+            }
+        }
+    }
+    if let Err(e) = edit(&mut pod, launcher, settings, &d) {
+        return accept(vec![format!("hyperv-layered: {e}; left unchanged")]);
+    }
+    let mut response = accept(d.warnings);
+    if pod != original {
+        response.mutated_object = Some(pod);
+    }
+    response
+}
+
+fn edit(
+    pod: &mut Value,
+    launcher: &Launcher,
+    settings: &Settings,
+    d: &Decision,
+) -> Result<(), ShapeError> {
+    if d.switch_to_mshv {
+        mutate::switch_to_mshv(
+            pod,
+            launcher.compute,
+            launcher.hypervisor_flag,
+            &settings.kvm_device_resource,
+            &settings.device_resource,
+            &settings.hypervisor_arg,
+        )?;
+    }
+    if d.require_capable_node {
+        mutate::require_node_label(pod, &settings.node_label)?;
+    }
+    mutate::record(pod, d.hypervisor, d.reason)
+}
+
+fn add_mshv_memory(
+    pod: &mut Value,
+    launcher: &Launcher,
+    terms: &MshvTerms,
+    facts: &mut HostFacts,
+) -> Result<(), LookupError> {
+    let as_lookup = |what: &str, e: &dyn std::fmt::Display| LookupError {
+        what: what.to_string(),
+        cause: e.to_string(),
+    };
+    let kv_config = match facts.kubevirt()? {
+        Some(kv) => KubeVirtMemoryConfig::from_kubevirt_cr(kv)
+            .map_err(|e| as_lookup("reading the KubeVirt CR's memory settings", &e))?,
+        None => KubeVirtMemoryConfig::default(),
+    };
+    let vmi = cluster::vmi(facts.host, &launcher.namespace, &launcher.vmi_name)?;
+    let what = format!(
+        "sizing the mshv memory of VMI {}/{}",
+        launcher.namespace, launcher.vmi_name
+    );
+    let plan = memory::plan(&vmi, &kv_config, terms).map_err(|e| as_lookup(&what, &e))?;
+    memory::apply(pod, launcher.compute, &vmi, &plan).map_err(|e| as_lookup(&what, &e))
+}
+
+/// The decision's view of the cluster through host calls, each made at most once per request.
+struct HostFacts<'h> {
+    host: &'h dyn Host,
+    settings: &'h Settings,
+    kubevirt: Option<Result<Option<Value>, LookupError>>,
+    nodes: Option<Result<Vec<String>, LookupError>>,
+}
+
+impl<'h> HostFacts<'h> {
+    fn new(host: &'h dyn Host, settings: &'h Settings) -> Self {
+        HostFacts {
+            host,
+            settings,
+            kubevirt: None,
+            nodes: None,
+        }
+    }
+}
+
+impl Facts for HostFacts<'_> {
+    fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError> {
+        let host = self.host;
+        match self
+            .kubevirt
+            .get_or_insert_with(|| cluster::kubevirt_cr(host))
+        {
+            Ok(kv) => Ok(kv.as_ref()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn capable_nodes(&mut self) -> Result<&[String], LookupError> {
+        let (host, settings) = (self.host, self.settings);
+        match self
+            .nodes
+            .get_or_insert_with(|| cluster::capable_nodes(host, settings))
+        {
+            Ok(n) => Ok(n.as_slice()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn migration_source(&mut self, l: &Launcher) -> Result<Option<Hypervisor>, LookupError> {
+        let job = l.migration_job.as_deref().unwrap_or_default();
+        cluster::migration_source(self.host, self.settings, &l.namespace, &l.vmi_uid, job)
+    }
+}
+
+/// `validate_settings`: never an error, always `{valid, message}` naming the bad field.
+pub fn validate_settings(raw: &[u8]) -> SettingsValidationResponse {
+    match Settings::from_json(raw) {
+        Ok(_) => SettingsValidationResponse {
+            valid: true,
+            message: None,
+        },
+        Err(e) => SettingsValidationResponse {
+            valid: false,
+            message: Some(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fake::FakeHost;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn payload(request: &Value, settings: Value) -> Vec<u8> {
+        json!({"request": request, "settings": settings}).to_string().into_bytes()
+    }
+
+    fn capable_nodes() -> Value {
+        json!({"items": [{"metadata": {"name": "n1", "labels": {"mshv.node.hyperv-layered.io/capable": "true"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "allocatable": {"devices.kubevirt.io/mshv": "1000"}}}]})
+    }
+
+    fn per_pod() -> Value {
+        json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true})
+    }
+
+    #[test]
+    fn non_launchers_are_accepted_without_host_calls() {
+        for f in [
+            "plain-pod.json",
+            "hotplug-pod.json",
+            "exporter-pod.json",
+            "launcher-spoofed.json",
+            "launcher-update.json",
+        ] {
+            let host = FakeHost::default();
+            let r = evaluate(&payload(&fixture(f), per_pod()), &host);
+            assert!(r.accepted, "{f}");
+            assert!(r.mutated_object.is_none(), "{f}");
+            assert!(r.warnings.is_none(), "{f}");
+            assert!(host.kinds().is_empty(), "{f}: {:?}", host.kinds());
+        }
+    }
+
+    #[test]
+    fn full_mshv_path_and_idempotence() {
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(capable_nodes()));
+        let req = fixture("launcher-v1.8-kvm.json");
+        let r = evaluate(&payload(&req, per_pod()), &host);
+        assert!(r.accepted);
+        assert_eq!(host.kinds(), ["Node"]);
+        let pod = r.mutated_object.expect("a mutation");
+        let compute = &pod["spec"]["containers"][0];
+        assert_eq!(compute["resources"]["limits"]["devices.kubevirt.io/mshv"], "1");
+        assert!(compute["resources"]["requests"].get("devices.kubevirt.io/kvm").is_none());
+        assert_eq!(pod["metadata"]["annotations"]["hyperv-layered.io/reason"], "selected");
+
+        // Its own output, admitted again, is left as it is.
+        let mut again = req.clone();
+        again["object"] = pod;
+        let r2 = evaluate(&payload(&again, per_pod()), &host);
+        assert!(r2.accepted);
+        assert!(r2.mutated_object.is_none());
+    }
+
+    #[test]
+    fn gate_off_is_no_patch_at_all() {
+        let host = FakeHost::default().with(
+            "list_resources_all/KubeVirt",
+            Ok(json!({"items": [{"spec": {"configuration": {}}}]})),
+        );
+        let r = evaluate(&payload(&fixture("launcher-v1.8-kvm.json"), json!({})), &host);
+        assert!(r.accepted && r.mutated_object.is_none() && r.warnings.is_none());
+        assert_eq!(host.kinds(), ["KubeVirt"]);
+    }
+
+    #[test]
+    fn reject_mode_answers_503() {
+        let host = FakeHost::default().with("list_resources_all/Node", Err("connection refused"));
+        let s = json!({"gate": {"mode": "enabled"}, "onLookupError": "reject"});
+        let r = evaluate(&payload(&fixture("launcher-v1.5.json"), s), &host);
+        assert!(!r.accepted);
+        assert_eq!(r.code, Some(503));
+        assert!(r.message.unwrap().contains("connection refused"));
+    }
+
+    #[test]
+    fn garbage_is_accepted_with_a_warning() {
+        let host = FakeHost::default();
+        for raw in [&b""[..], b"[]", b"{\"request\": 5}", b"\xff"] {
+            let r = evaluate(raw, &host);
+            assert!(r.accepted);
+            assert!(r.warnings.is_some());
+        }
+        let mut bad = fixture("launcher-v1.8-kvm.json");
+        bad["object"]["metadata"]["annotations"] = json!("nope");
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(capable_nodes()));
+        let r = evaluate(&payload(&bad, per_pod()), &host);
+        assert!(r.accepted && r.mutated_object.is_none());
+        assert!(r.warnings.unwrap()[0].contains("metadata.annotations"));
+    }
+
+    #[test]
+    fn invalid_settings_in_validate_leave_the_pod_alone() {
+        let r = evaluate(
+            &payload(&fixture("launcher-v1.8-kvm.json"), json!({"nodeLabel": "a b"})),
+            &FakeHost::default(),
+        );
+        assert!(r.accepted && r.mutated_object.is_none());
+        assert!(r.warnings.unwrap()[0].contains("nodeLabel"));
+    }
+
+    #[test]
+    fn validate_settings_names_the_field() {
+        let r = validate_settings(br#"{"gate": {"mode": "on"}}"#);
+        assert!(!r.valid);
+        assert!(r.message.unwrap().contains("gate.mode"));
+        assert!(validate_settings(b"{}").valid);
+    }
+}

@@ -1,0 +1,98 @@
+//! The decision vocabulary the policy writes on launcher Pods, so that kube-state-metrics
+//! (`kube_pod_labels`, `kube_pod_annotations`) and `kubectl get pods -L` can count and explain it.
+
+use serde::Serialize;
+
+/// Label and annotation holding the hypervisor the VM runs on. As a Pod annotation written by a
+/// user (copied from the VMI) with the value `kvm`, it is also the opt-out.
+pub const HYPERVISOR_KEY: &str = "hyperv-layered.io/hypervisor";
+/// Annotation holding why.
+pub const REASON_KEY: &str = "hyperv-layered.io/reason";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hypervisor {
+    Kvm,
+    Mshv,
+}
+
+impl Hypervisor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hypervisor::Kvm => "kvm",
+            Hypervisor::Mshv => "mshv",
+        }
+    }
+}
+
+/// Why the Pod runs where it runs. A small fixed set, so dashboards can group by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Per-Pod mode chose mshv.
+    Selected,
+    /// KubeVirt renders every launcher for mshv (`hypervisors: [hyperv-direct]`).
+    ClusterMshv,
+    /// The VMI asked for KVM with the opt-out annotation.
+    OptOut,
+    /// No node is labelled capable, Ready, schedulable and (optionally) allocatable.
+    NoCapableNode,
+    /// The launcher requests a device mshv cannot serve (`incompatibleResources`).
+    IncompatibleDevice,
+    /// The launcher takes `--hypervisor` and the cluster's virt-handler serves only one device.
+    LauncherPinsKvm,
+    /// A migration target follows its source, which runs on KVM.
+    MigrationSourceKvm,
+    /// A migration target follows its source, which runs on mshv.
+    MigrationSourceMshv,
+    /// A migration target whose source could not be found: left as rendered.
+    MigrationSourceUnknown,
+    /// A cluster lookup failed and `onLookupError: fallback` kept the Pod as rendered.
+    LookupError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Selected => "selected",
+            Reason::ClusterMshv => "cluster-mshv",
+            Reason::OptOut => "opt-out",
+            Reason::NoCapableNode => "no-capable-node",
+            Reason::IncompatibleDevice => "incompatible-device",
+            Reason::LauncherPinsKvm => "launcher-pins-kvm",
+            Reason::MigrationSourceKvm => "migration-source-kvm",
+            Reason::MigrationSourceMshv => "migration-source-mshv",
+            Reason::MigrationSourceUnknown => "migration-source-unknown",
+            Reason::LookupError => "lookup-error",
+        }
+    }
+
+    pub const ALL: [Reason; 10] = [
+        Reason::Selected,
+        Reason::ClusterMshv,
+        Reason::OptOut,
+        Reason::NoCapableNode,
+        Reason::IncompatibleDevice,
+        Reason::LauncherPinsKvm,
+        Reason::MigrationSourceKvm,
+        Reason::MigrationSourceMshv,
+        Reason::MigrationSourceUnknown,
+        Reason::LookupError,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_valid_label_values_and_match_serde() {
+        for r in Reason::ALL {
+            assert!(crate::k8s_names::is_label_value(r.as_str()));
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::Value::String(r.as_str().to_string())
+            );
+        }
+    }
+}

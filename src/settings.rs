@@ -1,0 +1,388 @@
+//! Policy settings: their shape, defaults and validation.
+//!
+//! Every field is camelCase, unknown fields are rejected, and every invalid value is reported with
+//! the dotted path of the field that holds it, so an operator reading `kubectl describe` on the
+//! ClusterAdmissionPolicy knows what to fix.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::k8s_names;
+use crate::memory::MshvTerms;
+
+/// The service account KubeVirt's virt-controller creates launcher Pods with (kubevirt.md §2).
+pub const DEFAULT_TRUSTED_CREATOR: &str = "system:serviceaccount:kubevirt:kubevirt-controller";
+/// The label mshv-node-agent sets on nodes it verified.
+pub const DEFAULT_NODE_LABEL: &str = "mshv.node.hyperv-layered.io/capable";
+pub const DEFAULT_DEVICE_RESOURCE: &str = "devices.kubevirt.io/mshv";
+pub const DEFAULT_KVM_DEVICE_RESOURCE: &str = "devices.kubevirt.io/kvm";
+/// The value KubeVirt v1.8+ passes after `--hypervisor` for `/dev/mshv` (kubevirt.md §1).
+pub const DEFAULT_HYPERVISOR_ARG: &str = "hyperv-direct";
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// When the policy acts at all.
+    pub gate: Gate,
+    /// `userInfo.username` values allowed to create launcher Pods that get mshv.
+    pub trusted_creators: Vec<String>,
+    /// Node label (value `true`) marking nodes verified by mshv-node-agent.
+    pub node_label: String,
+    /// Extended resource that hands `/dev/mshv` to the launcher.
+    pub device_resource: String,
+    /// Extended resource that hands `/dev/kvm` to the launcher; replaced by `deviceResource`.
+    pub kvm_device_resource: String,
+    /// Value written after the launcher's `--hypervisor` flag.
+    pub hypervisor_arg: String,
+    /// Declares that virt-handler serves both `/dev/kvm` and `/dev/mshv`, so a launcher that takes
+    /// `--hypervisor` may be switched per Pod.
+    pub per_pod_hypervisor: bool,
+    /// Count a node as capable only when `status.allocatable[deviceResource] > 0`.
+    pub require_allocatable: bool,
+    /// Extended resources that mshv cannot serve: a launcher requesting one stays on KVM.
+    pub incompatible_resources: Vec<String>,
+    /// What to do when a cluster lookup fails.
+    pub on_lookup_error: OnLookupError,
+    /// Memory overhead added for mshv VMs on top of KubeVirt's own.
+    pub memory_overhead: MemoryOverhead,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Gate {
+    pub mode: GateMode,
+    /// In `kubevirt` mode: any of these KubeVirt feature gates turns per-Pod selection on.
+    pub feature_gates: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum GateMode {
+    /// Read the KubeVirt CR to learn whether mshv is on, cluster-wide or per Pod.
+    #[default]
+    Kubevirt,
+    /// Per-Pod selection, without reading the KubeVirt CR.
+    Enabled,
+    /// Do nothing.
+    Disabled,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnLookupError {
+    /// Leave the Pod on KVM as rendered, record `lookup-error` and warn.
+    #[default]
+    Fallback,
+    /// Reject the Pod with a message; virt-controller retries the creation.
+    Reject,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MemoryOverhead {
+    pub mshv: MshvOverhead,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MshvOverhead {
+    /// Kubernetes quantity added per VM.
+    pub fixed: String,
+    /// Kubernetes quantity added per vCPU.
+    pub per_vcpu: String,
+    /// Decimal percentage (0–100) of the guest memory.
+    pub guest_memory_percent: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            gate: Gate::default(),
+            trusted_creators: vec![DEFAULT_TRUSTED_CREATOR.to_string()],
+            node_label: DEFAULT_NODE_LABEL.to_string(),
+            device_resource: DEFAULT_DEVICE_RESOURCE.to_string(),
+            kvm_device_resource: DEFAULT_KVM_DEVICE_RESOURCE.to_string(),
+            hypervisor_arg: DEFAULT_HYPERVISOR_ARG.to_string(),
+            per_pod_hypervisor: false,
+            require_allocatable: true,
+            incompatible_resources: vec![
+                "devices.kubevirt.io/sev".to_string(),
+                "devices.kubevirt.io/tdx".to_string(),
+            ],
+            on_lookup_error: OnLookupError::default(),
+            memory_overhead: MemoryOverhead::default(),
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            mode: GateMode::default(),
+            // The names the Microsoft fork builds use; upstream never shipped them (kubevirt.md §1).
+            feature_gates: vec!["HyperVLayered".to_string(), "HyperVL1VH".to_string()],
+        }
+    }
+}
+
+impl Default for MshvOverhead {
+    fn default() -> Self {
+        MshvOverhead {
+            fixed: "0".to_string(),
+            per_vcpu: "0".to_string(),
+            guest_memory_percent: "0".to_string(),
+        }
+    }
+}
+
+/// An invalid setting: the dotted field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "settings field `{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Parses settings JSON, reporting the path of the first field that does not deserialize.
+    pub fn from_json(raw: &[u8]) -> Result<Settings, SettingsError> {
+        let start = raw.iter().find(|b| !b.is_ascii_whitespace());
+        if raw.trim_ascii() == b"null" {
+            // Some hosts send `null` for a policy without settings.
+            return Ok(Settings::default());
+        }
+        if start != Some(&b'{') {
+            return Err(invalid("(root)", "settings must be a JSON object"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(raw);
+        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "(root)".to_string()
+            } else {
+                path
+            };
+            invalid(field, e.into_inner().to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (i, g) in self.gate.feature_gates.iter().enumerate() {
+            if g.is_empty() || g.len() > 128 || !g.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    format!("gate.featureGates[{i}]"),
+                    format!("{g:?} is not a KubeVirt feature gate name (ASCII letters and digits)"),
+                ));
+            }
+        }
+        if self.trusted_creators.is_empty() {
+            return Err(invalid(
+                "trustedCreators",
+                "must name at least one user (virt-controller's service account); an empty list would make the policy a no-op",
+            ));
+        }
+        for (i, c) in self.trusted_creators.iter().enumerate() {
+            if c.trim().is_empty() || c.trim() != c {
+                return Err(invalid(
+                    format!("trustedCreators[{i}]"),
+                    format!("{c:?} is not a user name"),
+                ));
+            }
+        }
+        k8s_names::check_label_key(&self.node_label).map_err(|m| invalid("nodeLabel", m))?;
+        k8s_names::check_extended_resource(&self.device_resource)
+            .map_err(|m| invalid("deviceResource", m))?;
+        k8s_names::check_extended_resource(&self.kvm_device_resource)
+            .map_err(|m| invalid("kvmDeviceResource", m))?;
+        if self.device_resource == self.kvm_device_resource {
+            return Err(invalid(
+                "kvmDeviceResource",
+                "must differ from deviceResource",
+            ));
+        }
+        for (i, r) in self.incompatible_resources.iter().enumerate() {
+            k8s_names::check_extended_resource(r)
+                .map_err(|m| invalid(format!("incompatibleResources[{i}]"), m))?;
+        }
+        if self.hypervisor_arg.is_empty()
+            || self.hypervisor_arg.len() > 63
+            || !self
+                .hypervisor_arg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(invalid(
+                "hypervisorArg",
+                format!(
+                    "{:?} is not a hypervisor name (1-63 characters of a-z, 0-9, '-')",
+                    self.hypervisor_arg
+                ),
+            ));
+        }
+        self.mshv_terms()?;
+        Ok(())
+    }
+
+    /// The validated mshv memory terms.
+    pub fn mshv_terms(&self) -> Result<MshvTerms, SettingsError> {
+        let m = &self.memory_overhead.mshv;
+        MshvTerms::parse(&m.fixed, &m.per_vcpu, &m.guest_memory_percent).map_err(|e| {
+            invalid(
+                format!("memoryOverhead.mshv.{}", e.field()),
+                e.to_string(),
+            )
+        })
+    }
+}
+
+/// JSON Schema of the settings, for docs and editors (kept in `docs/settings.schema.json`).
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Settings)).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: serde_json::Value) -> SettingsError {
+        match Settings::from_json(v.to_string().as_bytes()) {
+            Ok(s) => panic!("accepted invalid settings: {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn empty_object_gives_documented_defaults() {
+        let s = Settings::from_json(b"{}").unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.gate.mode, GateMode::Kubevirt);
+        assert_eq!(s.gate.feature_gates, ["HyperVLayered", "HyperVL1VH"]);
+        assert_eq!(s.node_label, "mshv.node.hyperv-layered.io/capable");
+        assert_eq!(s.device_resource, "devices.kubevirt.io/mshv");
+        assert_eq!(s.kvm_device_resource, "devices.kubevirt.io/kvm");
+        assert_eq!(s.hypervisor_arg, "hyperv-direct");
+        assert!(!s.per_pod_hypervisor);
+        assert!(s.require_allocatable);
+        assert_eq!(s.on_lookup_error, OnLookupError::Fallback);
+        assert!(s.mshv_terms().unwrap().is_zero());
+    }
+
+    #[test]
+    fn full_settings_round_trip() {
+        let v = json!({
+            "gate": {"mode": "enabled", "featureGates": ["HyperVLayered"]},
+            "trustedCreators": ["system:serviceaccount:kv:kubevirt-controller"],
+            "nodeLabel": "example.com/mshv",
+            "deviceResource": "example.com/mshv",
+            "kvmDeviceResource": "example.com/kvm",
+            "hypervisorArg": "mshv",
+            "perPodHypervisor": true,
+            "requireAllocatable": false,
+            "incompatibleResources": [],
+            "onLookupError": "reject",
+            "memoryOverhead": {"mshv": {"fixed": "64Mi", "perVcpu": "2Mi", "guestMemoryPercent": "1.5"}}
+        });
+        let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(s.gate.mode, GateMode::Enabled);
+        assert_eq!(s.on_lookup_error, OnLookupError::Reject);
+        assert_eq!(serde_json::to_value(&s).unwrap(), v);
+        let t = s.mshv_terms().unwrap();
+        assert_eq!(t.fixed, 64 << 20);
+        assert_eq!(t.per_vcpu, 2 << 20);
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let cases = [
+            (json!({"bogus": 1}), "bogus"),
+            (json!({"gate": {"mode": "sometimes"}}), "gate.mode"),
+            (json!({"gate": {"featureGates": ["Hyper V"]}}), "gate.featureGates[0]"),
+            (json!({"gate": {"featureGates": "HyperVLayered"}}), "gate.featureGates"),
+            (json!({"gate": {"extra": true}}), "gate.extra"),
+            (json!({"trustedCreators": []}), "trustedCreators"),
+            (json!({"trustedCreators": ["ok", " "]}), "trustedCreators[1]"),
+            (json!({"nodeLabel": "Bad Label"}), "nodeLabel"),
+            (json!({"nodeLabel": 7}), "nodeLabel"),
+            (json!({"deviceResource": "mshv"}), "deviceResource"),
+            (json!({"deviceResource": "kubernetes.io/mshv"}), "deviceResource"),
+            (json!({"kvmDeviceResource": "devices.kubevirt.io/mshv"}), "kvmDeviceResource"),
+            (json!({"incompatibleResources": ["ok.io/a", "no"]}), "incompatibleResources[1]"),
+            (json!({"hypervisorArg": ""}), "hypervisorArg"),
+            (json!({"hypervisorArg": "Hyper V"}), "hypervisorArg"),
+            (json!({"perPodHypervisor": "yes"}), "perPodHypervisor"),
+            (json!({"requireAllocatable": 1}), "requireAllocatable"),
+            (json!({"onLookupError": "ignore"}), "onLookupError"),
+            (json!({"memoryOverhead": {"mshv": {"fixed": "lots"}}}), "memoryOverhead.mshv.fixed"),
+            (json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}), "memoryOverhead.mshv.perVcpu"),
+            (
+                json!({"memoryOverhead": {"mshv": {"guestMemoryPercent": "101"}}}),
+                "memoryOverhead.mshv.guestMemoryPercent",
+            ),
+            (json!({"memoryOverhead": {"kvm": {}}}), "memoryOverhead.kvm"),
+        ];
+        for (v, field) in cases {
+            let e = err(v.clone());
+            assert_eq!(e.field, field, "{v} gave {e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn non_object_settings_are_rejected_not_panicking() {
+        for raw in [&b"[]"[..], b"\"x\"", b"", b"{", b"1e999", b"{\"gate\": null}"] {
+            assert!(Settings::from_json(raw).is_err(), "{}", String::from_utf8_lossy(raw));
+        }
+        assert_eq!(Settings::from_json(b" null ").unwrap(), Settings::default());
+    }
+
+    /// The committed schema must match the type; `make schema` rewrites it.
+    #[test]
+    fn schema_file_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/settings.schema.json");
+        let want = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(have == want, "docs/settings.schema.json is stale: run `make schema`");
+    }
+
+    #[test]
+    fn schema_lists_every_setting() {
+        let schema = schema().to_string();
+        for f in [
+            "gate",
+            "featureGates",
+            "trustedCreators",
+            "nodeLabel",
+            "deviceResource",
+            "kvmDeviceResource",
+            "hypervisorArg",
+            "perPodHypervisor",
+            "requireAllocatable",
+            "incompatibleResources",
+            "onLookupError",
+            "guestMemoryPercent",
+        ] {
+            assert!(schema.contains(f), "{f} missing from schema");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Writes the replay sessions in tests/data/sessions/ (stdlib only).
+
+A session is what `kwctl run --replay-host-capabilities-interactions` reads: the host calls the
+policy is expected to make, in order, each with its recorded answer. The wasm harness
+(tests/harness/session.rs) replays the same files strictly, so a policy that makes one call more,
+one less, or a different one fails both runners.
+"""
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "sessions")
+NODE_LABEL = "mshv.node.hyperv-layered.io/capable"
+UID = "3f0c6a2e-0000-4000-8000-000000000001"
+
+
+def yaml_scalar(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def request(tag, fields):
+    lines = [f"!{tag}"]
+    for k, v in fields:
+        if isinstance(v, list):
+            lines.append(f"{k}:")
+            lines += [f"- {yaml_scalar(x)}" for x in sorted(v)]
+        else:
+            lines.append(f"{k}: {yaml_scalar(v)}")
+    return lines
+
+
+def exchange(req_lines, payload=None, error=None):
+    out = ["- type: Exchange", "  request: |"]
+    out += [f"    {l}" for l in req_lines]
+    out.append("  response:")
+    if error is not None:
+        out += ["    type: Error", f"    message: {yaml_scalar(error)}"]
+    else:
+        body = json.dumps(payload, separators=(",", ":")).replace("'", "''")
+        out += ["    type: Success", f"    payload: '{body}'"]
+    return "\n".join(out)
+
+
+def list_nodes():
+    return request("KubernetesListResourceAll", [
+        ("api_version", "v1"), ("kind", "Node"),
+        ("label_selector", f"{NODE_LABEL}=true"), ("field_selector", None),
+        ("field_masks", ["metadata.name", "spec.unschedulable", "status.allocatable", "status.conditions"]),
+    ])
+
+
+def list_kubevirt():
+    return request("KubernetesListResourceAll", [
+        ("api_version", "kubevirt.io/v1"), ("kind", "KubeVirt"),
+        ("label_selector", None), ("field_selector", None),
+        ("field_masks", ["spec.configuration", "status.phase"]),
+    ])
+
+
+def list_launchers(ns="default"):
+    return request("KubernetesListResourceNamespace", [
+        ("api_version", "v1"), ("kind", "Pod"), ("namespace", ns),
+        ("label_selector", "kubevirt.io=virt-launcher"), ("field_selector", None),
+        ("field_masks", ["spec.containers.name", "spec.containers.resources", "status.phase"]),
+    ])
+
+
+def get_vmi(name="testvm", ns="default"):
+    return request("KubernetesGetResource", [
+        ("api_version", "kubevirt.io/v1"), ("kind", "VirtualMachineInstance"),
+        ("name", name), ("namespace", ns), ("disable_cache", False), ("field_masks", None),
+    ])
+
+
+def node(name, capable=True, ready="True", unschedulable=False, mshv="1000"):
+    labels = {"kubernetes.io/hostname": name, "kubevirt.io/schedulable": "true"}
+    if capable:
+        labels[NODE_LABEL] = "true"
+    alloc = {"cpu": "15890m", "memory": "57001152Ki", "pods": "110"}
+    if mshv is not None:
+        alloc["devices.kubevirt.io/mshv"] = mshv
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"unschedulable": True} if unschedulable else {},
+            "status": {"allocatable": alloc,
+                       "conditions": [{"type": "MemoryPressure", "status": "False"},
+                                      {"type": "Ready", "status": ready}]}}
+
+
+def node_list(*nodes):
+    return {"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "1"}, "items": list(nodes)}
+
+
+CAPABLE = node_list(node("aks-l1vh-0"), node("aks-l1vh-1"), node("aks-l1vh-2", unschedulable=True))
+NONE_CAPABLE = node_list(node("aks-l1vh-0", ready="False"), node("aks-l1vh-1", mshv="0"))
+EMPTY = node_list()
+
+
+def kubevirt(gates, hypervisor=None, ratio=None):
+    config = {"developerConfiguration": {"featureGates": gates}}
+    if hypervisor:
+        config["hypervisors"] = [{"name": hypervisor}]
+    if ratio:
+        config["additionalGuestMemoryOverheadRatio"] = ratio
+    return {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirtList", "items": [{
+        "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {"configuration": config}, "status": {"phase": "Deployed"}}]}
+
+
+KV_OFF = kubevirt(["Snapshot"])
+KV_PER_POD = kubevirt(["Snapshot", "HyperVLayered"])
+KV_CLUSTER = kubevirt(["ConfigurableHypervisor"], hypervisor="hyperv-direct")
+
+
+def launcher(uid, phase, device, job=None, record=None):
+    labels = {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": uid}
+    if job:
+        labels["kubevirt.io/migrationJobUID"] = job
+    if record:
+        labels["hyperv-layered.io/hypervisor"] = record
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"virt-launcher-testvm-{phase.lower()[:5]}", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "compute", "resources": {
+                "limits": {device: "1"}, "requests": {device: "1"}}}]},
+            "status": {"phase": phase}}
+
+
+def pod_list(*pods):
+    return {"apiVersion": "v1", "kind": "PodList", "items": list(pods)}
+
+
+MSHV, KVM = "devices.kubevirt.io/mshv", "devices.kubevirt.io/kvm"
+JOB = "9a1b2c3d-0000-4000-8000-00000000feed"
+
+# The VMI behind the fixture launchers: 1 vCPU, 2 GiB, as the API server returns it (defaulted).
+VMI = {
+    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+    "metadata": {"name": "testvm", "namespace": "default", "uid": UID},
+    "spec": {
+        "architecture": "amd64",
+        "domain": {
+            "cpu": {"cores": 1, "sockets": 1, "threads": 1, "model": "host-model"},
+            "memory": {"guest": "2Gi"},
+            "resources": {"requests": {"memory": "2Gi"}},
+            "devices": {"disks": [{"name": "containerdisk", "disk": {"bus": "virtio"}},
+                                  {"name": "cloudinitdisk", "disk": {"bus": "virtio"}}],
+                        "interfaces": [{"name": "default", "masquerade": {}}]},
+            "machine": {"type": "q35"},
+            "features": {"acpi": {"enabled": True}},
+            "firmware": {"uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"},
+        },
+        "networks": [{"name": "default", "pod": {}}],
+        "volumes": [{"name": "containerdisk", "containerDisk": {"image": "quay.io/containerdisks/fedora:latest"}},
+                    {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config"}}],
+    },
+    "status": {"phase": "Scheduling"},
+}
+VMI_HUGEPAGES = json.loads(json.dumps(VMI))
+VMI_HUGEPAGES["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "2Mi"}
+
+SESSIONS = {
+    # gate.mode kubevirt (default)
+    "kv-off.yml": [exchange(list_kubevirt(), KV_OFF)],
+    "kv-error.yml": [exchange(list_kubevirt(), error="kubevirts.kubevirt.io is forbidden")],
+    "kv-per-pod.yml": [exchange(list_kubevirt(), KV_PER_POD), exchange(list_nodes(), CAPABLE)],
+    "kv-per-pod-only.yml": [exchange(list_kubevirt(), KV_PER_POD)],
+    "kv-per-pod-no-node.yml": [exchange(list_kubevirt(), KV_PER_POD), exchange(list_nodes(), NONE_CAPABLE)],
+    "kv-cluster-mshv.yml": [exchange(list_kubevirt(), KV_CLUSTER), exchange(list_nodes(), CAPABLE)],
+    "kv-cluster-mshv-no-node.yml": [exchange(list_kubevirt(), KV_CLUSTER), exchange(list_nodes(), EMPTY)],
+    "kv-per-pod-memory.yml": [exchange(list_kubevirt(), KV_PER_POD), exchange(list_nodes(), CAPABLE),
+                              exchange(get_vmi(), VMI)],
+    # gate.mode enabled
+    "nodes-error.yml": [exchange(list_nodes(), error="nodes is forbidden: User cannot list resource")],
+    "nodes-none.yml": [exchange(list_nodes(), NONE_CAPABLE)],
+    "migration-source-mshv.yml": [
+        exchange(list_launchers(), pod_list(launcher(UID, "Running", MSHV, record="mshv"),
+                                            launcher("other-vmi", "Running", KVM))),
+        exchange(list_nodes(), CAPABLE)],
+    "migration-source-kvm.yml": [
+        exchange(list_launchers(), pod_list(launcher(UID, "Running", KVM)))],
+    "migration-source-missing.yml": [
+        exchange(list_launchers(), pod_list(launcher(UID, "Failed", MSHV)))],
+    "memory.yml": [exchange(list_nodes(), CAPABLE), exchange(list_kubevirt(), kubevirt(["Snapshot"])),
+                   exchange(get_vmi(), VMI)],
+    "memory-hugepages.yml": [exchange(list_nodes(), CAPABLE), exchange(list_kubevirt(), kubevirt(["Snapshot"])),
+                             exchange(get_vmi(), VMI_HUGEPAGES)],
+    "memory-vmi-error.yml": [exchange(list_nodes(), CAPABLE), exchange(list_kubevirt(), kubevirt(["Snapshot"])),
+                             exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" not found")],
+}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for name, exchanges in SESSIONS.items():
+        with open(os.path.join(OUT, name), "w") as f:
+            f.write("# Generated by tests/data/make_sessions.py: edit that, not this.\n")
+            f.write("\n".join(exchanges) + "\n")
+    print(f"wrote {len(SESSIONS)} sessions")
+
+
+if __name__ == "__main__":
+    main()
