@@ -135,10 +135,12 @@ impl Policy {
     pub fn from_bytes(name: impl AsRef<Path>, bytes: &[u8]) -> Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
-        let engine = wasmtime::Engine::new(&config).context("cannot create wasmtime engine")?;
+        // wasmtime 48 has its own error type (not std::error::Error), hence map_err, not context.
+        let engine = wasmtime::Engine::new(&config)
+            .map_err(|e| anyhow!("cannot create wasmtime engine: {e:?}"))?;
         let start = Instant::now();
         let module = wasmtime::Module::new(&engine, bytes)
-            .with_context(|| format!("cannot compile {}", name.as_ref().display()))?;
+            .map_err(|e| anyhow!("cannot compile {}: {e:?}", name.as_ref().display()))?;
         let compile_time = start.elapsed();
         let pre = WasmtimeEngineProviderBuilder::new()
             .engine(engine)

@@ -1,0 +1,46 @@
+//! Where the desired labels go: the Node object (server-side apply) or a Node Feature
+//! Discovery `features.d` file that nfd-worker turns into labels.
+
+pub mod api;
+pub mod nfd;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::labels::Desired;
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("no answer from the API server within {0:?}")]
+    Timeout(Duration),
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("writing the NFD features file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub enum Publisher {
+    Api(api::ApiPublisher),
+    Nfd(nfd::NfdPublisher),
+}
+
+impl Publisher {
+    pub async fn publish(&self, desired: &Desired, now: jiff::Timestamp) -> Result<(), PublishError> {
+        match self {
+            Publisher::Api(p) => p.apply(desired, now).await,
+            Publisher::Nfd(p) => p.write(desired, now),
+        }
+    }
+
+    pub fn target(&self) -> &'static str {
+        match self {
+            Publisher::Api(_) => "api",
+            Publisher::Nfd(_) => "nfd",
+        }
+    }
+}
