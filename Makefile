@@ -78,8 +78,10 @@ fuzz: policy.wasm
 schema:
 	UPDATE_SCHEMA=1 cargo test -q --lib settings::tests::schema_file_is_current
 
-artifacthub-pkg.yml: metadata.yml Cargo.toml
-	kwctl scaffold artifacthub --metadata-path metadata.yml --version $(VERSION) --output artifacthub-pkg.yml
+# kwctl >= 1.23 takes the version from io.kubewarden.policy.version in metadata.yml (--version is
+# deprecated); keep it equal to Cargo.toml's version.
+artifacthub-pkg.yml: metadata.yml
+	kwctl scaffold artifacthub --metadata-path metadata.yml --output artifacthub-pkg.yml
 
 clean:
 	cargo clean

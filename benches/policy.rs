@@ -1,1 +1,365 @@
-fn main() {}
+//! `cargo bench --bench policy` (or `make bench`): wall time of `validate` on a warm instance of
+//! the release hyperv-layered module, next to the floor policy (parse the request, accept) measured
+//! in the same run, plus module sizes and compile times. One table, no assertions on timings.
+//!
+//! Method: both modules get the same host-side payload (the scenario's AdmissionRequest after the
+//! host's normalization, and its settings). After a warm-up, calls run in blocks that alternate
+//! floor, policy, floor, ... so machine noise lands on both sides alike. One sample is one
+//! `WapcHost::call("validate")` including every host call it makes (answered from the replay
+//! session, rewound for every call); host-side request serialization and the patch diff are
+//! outside the timing. The replay answer is a copy of a string already in memory, cheaper than
+//! policy-server serializing its reflector cache, so context-aware rows are a lower bound.
+//!
+//! Knobs (environment): BENCH_ITERS (timed calls per module per scenario, default 20000),
+//! BENCH_WARMUP (default 2000), BENCH_BLOCK (default 250), BENCH_BUDGET_SECS (per scenario,
+//! default 20: fewer calls are timed when a scenario is slow, and the table says how many).
+//! The module is never built here: `make policy.wasm floor.wasm` first.
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use harness::{Instance, Policy, Session};
+use serde_json::{Value, json};
+
+/// One benchmark scenario: paths are relative to the repository root; `settings` is JSON text.
+struct Scenario {
+    name: &'static str,
+    request: &'static str,
+    settings: &'static str,
+    session: Option<&'static str>,
+}
+
+/// Edit this list to add or adjust scenarios.
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "non-launcher",
+        request: "tests/data/plain-pod.json",
+        settings: r#"{"gate":{"mode":"enabled"}}"#,
+        session: None,
+    },
+    Scenario {
+        name: "gate-off",
+        request: "tests/data/launcher-v1.8-kvm.json",
+        settings: r#"{"gate":{"mode":"disabled"}}"#,
+        session: None,
+    },
+    Scenario {
+        name: "full-mshv",
+        request: "tests/data/launcher-v1.8-kvm.json",
+        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true}"#,
+        session: Some("tests/data/sessions/nodes-capable.yml"),
+    },
+    Scenario {
+        name: "full-mshv-1000-nodes",
+        request: "tests/data/launcher-v1.8-kvm.json",
+        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true}"#,
+        session: Some("tests/data/sessions/nodes-1000.yml"),
+    },
+];
+
+struct Knobs {
+    iters: usize,
+    warmup: usize,
+    block: usize,
+    budget: Duration,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
+/// What one row of the table shows.
+enum Row {
+    Measured {
+        n: usize,
+        policy: Stats,
+        floor: Stats,
+        host_calls: usize,
+        note: String,
+    },
+    Skipped(String),
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+}
+
+fn stats(samples: &mut [Duration]) -> Stats {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{:.2} µs", ns as f64 / 1e3)
+    } else if ns < 10_000_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this binary takes no arguments of its own.
+    let knobs = Knobs {
+        iters: env_usize("BENCH_ITERS", 20_000),
+        warmup: env_usize("BENCH_WARMUP", 2_000),
+        block: env_usize("BENCH_BLOCK", 250),
+        budget: Duration::from_secs(env_usize("BENCH_BUDGET_SECS", 20) as u64),
+    };
+    let root = harness::repo_root();
+
+    let policy = Policy::release().map_err(|e| format!("{e:#}"));
+    let floor = Policy::floor().map_err(|e| format!("{e:#}"));
+    let policy_instance = policy
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|p| p.instance().map_err(|e| format!("{e:#}")));
+    let floor_instance = floor
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|p| p.instance().map_err(|e| format!("{e:#}")));
+
+    let mut rows = Vec::new();
+    for s in SCENARIOS {
+        let row = match (&policy_instance, &floor_instance) {
+            (Err(e), _) => Row::Skipped(format!("skipped (policy module: {})", first_line(e))),
+            (_, Err(e)) => Row::Skipped(format!("skipped (floor module: {})", first_line(e))),
+            (Ok(p), Ok(f)) => match prepare(&root, s) {
+                Err(Prepare::Missing(path)) => Row::Skipped(format!("skipped (missing {path})")),
+                Err(Prepare::Broken(e)) => Row::Skipped(format!("skipped ({})", first_line(&e))),
+                Ok((payload, session)) => run(p, f, &payload, session.as_ref(), &knobs, s.name),
+            },
+        };
+        rows.push((s.name, row));
+    }
+
+    print_table(&knobs, &rows);
+    print_modules(&root, policy.as_ref().ok(), floor.as_ref().ok());
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+enum Prepare {
+    Missing(String),
+    Broken(String),
+}
+
+/// The exact bytes the host passes to `validate`, and the parsed session.
+fn prepare(root: &Path, s: &Scenario) -> Result<(Vec<u8>, Option<Session>), Prepare> {
+    for p in std::iter::once(s.request).chain(s.session) {
+        if !root.join(p).exists() {
+            return Err(Prepare::Missing(p.to_owned()));
+        }
+    }
+    let build = || -> Result<(Vec<u8>, Option<Session>)> {
+        let request = harness::load_json(root.join(s.request))?;
+        let request = harness::admission::normalize_request(&request)
+            .with_context(|| s.request.to_owned())?;
+        let settings: Value = serde_json::from_str(s.settings).context("settings")?;
+        let payload = serde_json::to_vec(&json!({"request": request, "settings": settings}))?;
+        let session = s.session.map(|p| Session::load(root.join(p))).transpose()?;
+        Ok((payload, session))
+    };
+    build().map_err(|e| Prepare::Broken(format!("{e:#}")))
+}
+
+fn run(
+    policy: &Instance,
+    floor: &Instance,
+    payload: &[u8],
+    session: Option<&Session>,
+    knobs: &Knobs,
+    name: &str,
+) -> Row {
+    // One checked call first: timing a call whose replay mismatches, or that fails in the
+    // guest, would measure an error path, not the scenario.
+    let probe = policy.call("validate", payload, session);
+    if let Some(f) = probe.replay_failures.first() {
+        return Row::Skipped(format!(
+            "not timed: replay failure: {}",
+            first_line(&f.to_string())
+        ));
+    }
+    let note = match &probe.result {
+        Err(e) => return Row::Skipped(format!("not timed: guest error: {}", first_line(e))),
+        Ok(bytes) => describe(bytes),
+    };
+    if let Err(e) = floor.call("validate", payload, None).result {
+        return Row::Skipped(format!("not timed: floor guest error: {}", first_line(&e)));
+    }
+
+    let time = |inst: &Instance, session: Option<&Session>| {
+        let t = Instant::now();
+        let raw = inst.call("validate", payload, session);
+        let d = t.elapsed();
+        (d, raw.result.is_ok() && raw.replay_failures.is_empty())
+    };
+
+    // Warm-up, also the estimate of how many calls fit the budget. A slow scenario stops
+    // warming up after a quarter of its budget (and at least 10 pairs).
+    let start = Instant::now();
+    let mut pairs = 0u32;
+    while (pairs as usize) < knobs.warmup && (pairs < 10 || start.elapsed() < knobs.budget / 4) {
+        time(floor, None);
+        time(policy, session);
+        pairs += 1;
+    }
+    let per_pair = start.elapsed() / pairs;
+    let fit = (knobs.budget.as_secs_f64() / per_pair.as_secs_f64().max(1e-9)) as usize;
+    let n = knobs.iters.min(fit.max(200));
+
+    let mut p_samples = Vec::with_capacity(n);
+    let mut f_samples = Vec::with_capacity(n);
+    let mut bad = 0usize;
+    while p_samples.len() < n {
+        let k = knobs.block.min(n - p_samples.len());
+        for _ in 0..k {
+            let (d, ok) = time(floor, None);
+            f_samples.push(d);
+            bad += usize::from(!ok);
+        }
+        for _ in 0..k {
+            let (d, ok) = time(policy, session);
+            p_samples.push(d);
+            bad += usize::from(!ok);
+        }
+    }
+    let note = if bad > 0 {
+        format!("{note}; {bad} calls failed during timing")
+    } else {
+        note
+    };
+    eprintln!("{name}: {n} calls timed per module");
+    Row::Measured {
+        n,
+        policy: stats(&mut p_samples),
+        floor: stats(&mut f_samples),
+        host_calls: probe.host_calls,
+        note,
+    }
+}
+
+/// A short summary of the guest's answer, so the table shows what was measured.
+fn describe(bytes: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return "unparsable response".to_owned();
+    };
+    let verdict = if v["accepted"] == json!(true) {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    let mutated = if v["mutated_object"].is_null() {
+        ", unchanged"
+    } else {
+        ", mutated"
+    };
+    let warnings = v["warnings"].as_array().map_or(0, Vec::len);
+    if warnings > 0 {
+        format!("{verdict}{mutated}, {warnings} warning(s)")
+    } else {
+        format!("{verdict}{mutated}")
+    }
+}
+
+fn print_table(knobs: &Knobs, rows: &[(&str, Row)]) {
+    println!();
+    println!(
+        "hyperv-layered `validate` on a warm instance vs the floor policy (same run, alternating blocks of {}, up to {} warm-up pairs)",
+        knobs.block, knobs.warmup
+    );
+    println!();
+    println!(
+        "| scenario | calls | policy median | policy p99 | floor median | floor p99 | ratio (median) | host calls/call | outcome |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (name, row) in rows {
+        match row {
+            Row::Measured {
+                n,
+                policy,
+                floor,
+                host_calls,
+                note,
+            } => println!(
+                "| {name} | {n} | {} | {} | {} | {} | {:.2}x | {host_calls} | {note} |",
+                fmt_dur(policy.median),
+                fmt_dur(policy.p99),
+                fmt_dur(floor.median),
+                fmt_dur(floor.p99),
+                policy.median.as_secs_f64() / floor.median.as_secs_f64()
+            ),
+            Row::Skipped(why) => println!("| {name} | - | - | - | - | - | - | - | {why} |"),
+        }
+    }
+}
+
+fn print_modules(root: &Path, policy: Option<&Policy>, floor: Option<&Policy>) {
+    // Compile time is noisy: take the median of three fresh compiles (no wasmtime cache).
+    let compile = |path: &Path| -> Result<(u64, Duration)> {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..3 {
+            let p = Policy::load(path)?;
+            size = p.size;
+            times.push(p.compile_time);
+        }
+        times.sort_unstable();
+        Ok((size, times[1]))
+    };
+    let annotated = root.join("annotated-policy.wasm");
+    // A module that failed to load above (stale, say) still gets its size and compile time.
+    let existing = |p: std::path::PathBuf| p.exists().then_some(p);
+    let modules = [
+        (
+            "policy",
+            policy
+                .map(|p| p.path.clone())
+                .or_else(|| existing(harness::policy_wasm_path())),
+        ),
+        (
+            "floor",
+            floor
+                .map(|p| p.path.clone())
+                .or_else(|| existing(harness::floor_wasm_path())),
+        ),
+        (
+            "annotated-policy.wasm",
+            annotated.exists().then_some(annotated),
+        ),
+    ];
+    println!();
+    for (label, path) in modules {
+        let line = match path {
+            None => "not present".to_owned(),
+            Some(path) => match compile(&path) {
+                Ok((size, t)) => format!(
+                    "{} bytes ({:.1} KiB), compile {} (median of 3, Cranelift)  [{}]",
+                    size,
+                    size as f64 / 1024.0,
+                    fmt_dur(t),
+                    path.strip_prefix(root).unwrap_or(&path).display()
+                ),
+                Err(e) => format!("error: {}", first_line(&format!("{e:#}"))),
+            },
+        };
+        println!("module {label}: {line}");
+    }
+}

@@ -19,9 +19,13 @@ fn main() -> Result<()> {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--request" => request = Some(value()?),
-            "--settings" => settings = serde_json::from_str(&value()?).context("--settings is not JSON")?,
+            "--settings" => {
+                settings = serde_json::from_str(&value()?).context("--settings is not JSON")?
+            }
             "--session" => session = Some(value()?),
-            other => bail!("unknown argument {other}; usage: --request FILE [--settings JSON] [--session FILE]"),
+            other => bail!(
+                "unknown argument {other}; usage: --request FILE [--settings JSON] [--session FILE]"
+            ),
         }
     }
     let request_path = request.context("--request FILE is required")?;
@@ -36,7 +40,12 @@ fn main() -> Result<()> {
         .try_validate(&request, &settings, session.as_ref())?;
 
     let pod = out.patched_object()?;
-    let annotation = |k: &str| pod["metadata"]["annotations"][k].as_str().unwrap_or("-").to_string();
+    let annotation = |k: &str| {
+        pod["metadata"]["annotations"][k]
+            .as_str()
+            .unwrap_or("-")
+            .to_string()
+    };
     println!("request:    {request_path}");
     println!("settings:   {settings}");
     println!("allowed:    {}", out.allowed());

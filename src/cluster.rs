@@ -340,7 +340,8 @@ pub(crate) mod fake {
 
     impl Host for FakeHost {
         fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String> {
-            let req: serde_json::Value = serde_json::from_slice(request).map_err(|e| e.to_string())?;
+            let req: serde_json::Value =
+                serde_json::from_slice(request).map_err(|e| e.to_string())?;
             let kind = req["kind"].as_str().unwrap_or_default().to_string();
             self.calls.borrow_mut().push((kind.clone(), req));
             let key = format!("{operation}/{kind}");
@@ -399,7 +400,10 @@ mod tests {
             ..Settings::default()
         };
         drop(calls);
-        assert_eq!(capable_nodes(&host, &relaxed).unwrap(), ["ok", "noalloc", "missing"]);
+        assert_eq!(
+            capable_nodes(&host, &relaxed).unwrap(),
+            ["ok", "noalloc", "missing"]
+        );
     }
 
     #[test]
@@ -418,12 +422,15 @@ mod tests {
     fn kubevirt_cr_prefers_the_deployed_one() {
         let host = FakeHost::default().with(
             "list_resources_all/KubeVirt",
-            Ok(json!({"items": [{"metadata": {"name": "a"}, "status": {"phase": "Deploying"}},
-                                {"metadata": {"name": "b"}, "status": {"phase": "Deployed"}}]})),
+            Ok(
+                json!({"items": [{"metadata": {"name": "a"}, "status": {"phase": "Deploying"}},
+                                {"metadata": {"name": "b"}, "status": {"phase": "Deployed"}}]}),
+            ),
         );
         let kv = kubevirt_cr(&host).unwrap().unwrap();
         assert_eq!(kv["metadata"]["name"], "b");
-        let empty = FakeHost::default().with("list_resources_all/KubeVirt", Ok(json!({"items": []})));
+        let empty =
+            FakeHost::default().with("list_resources_all/KubeVirt", Ok(json!({"items": []})));
         assert_eq!(kubevirt_cr(&empty).unwrap(), None);
     }
 

@@ -131,13 +131,13 @@ pub fn on_lookup_error(settings: &Settings, launcher: &Launcher, e: &LookupError
              or set onLookupError: fallback to start it as rendered",
             vmi_ref(launcher)
         )),
-        OnLookupError::Fallback => Verdict::Decided(
-            Decision::keep(launcher, Reason::LookupError).warn(format!(
+        OnLookupError::Fallback => {
+            Verdict::Decided(Decision::keep(launcher, Reason::LookupError).warn(format!(
                 "hyperv-layered: VMI {} left on {} as rendered: {e}",
                 vmi_ref(launcher),
                 launcher.rendered.as_str()
-            )),
-        ),
+            )))
+        }
     }
 }
 
@@ -314,16 +314,33 @@ mod tests {
             (None, GateState::Off),
             (Some(json!({})), GateState::Off),
             (Some(kv(&[], None)), GateState::Off),
-            (Some(kv(&["ConfigurableHypervisor"], Some("kvm"))), GateState::Off),
-            (Some(kv(&[], Some("hyperv-direct"))), GateState::Off),
-            (Some(kv(&["ConfigurableHypervisor"], Some("hyperv-direct"))), GateState::ClusterMshv),
-            (Some(kv(&["HyperVLayered"], None)), GateState::PerPod),
-            (Some(kv(&["Snapshot", "HyperVL1VH"], None)), GateState::PerPod),
             (
-                Some(kv(&["HyperVLayered", "ConfigurableHypervisor"], Some("hyperv-direct"))),
+                Some(kv(&["ConfigurableHypervisor"], Some("kvm"))),
+                GateState::Off,
+            ),
+            (Some(kv(&[], Some("hyperv-direct"))), GateState::Off),
+            (
+                Some(kv(&["ConfigurableHypervisor"], Some("hyperv-direct"))),
                 GateState::ClusterMshv,
             ),
-            (Some(json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": "HyperVLayered"}}}})), GateState::Off),
+            (Some(kv(&["HyperVLayered"], None)), GateState::PerPod),
+            (
+                Some(kv(&["Snapshot", "HyperVL1VH"], None)),
+                GateState::PerPod,
+            ),
+            (
+                Some(kv(
+                    &["HyperVLayered", "ConfigurableHypervisor"],
+                    Some("hyperv-direct"),
+                )),
+                GateState::ClusterMshv,
+            ),
+            (
+                Some(
+                    json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": "HyperVLayered"}}}}),
+                ),
+                GateState::Off,
+            ),
         ];
         for (cr, want) in cases {
             assert_eq!(gate_from_kubevirt(cr.as_ref(), &s), want, "{cr:?}");
@@ -342,27 +359,71 @@ mod tests {
             kubevirt: Some(Ok(Some(kv(&[], None)))),
             ..Default::default()
         };
-        assert_eq!(decide(&Settings::default(), &launcher(), &mut f), Verdict::Unchanged);
+        assert_eq!(
+            decide(&Settings::default(), &launcher(), &mut f),
+            Verdict::Unchanged
+        );
         assert_eq!(f.asked, ["kubevirt"]);
     }
 
     #[test]
     fn per_pod_rows() {
-        // (name, launcher tweak, settings tweak, nodes, expected hypervisor, reason, switch, lookups)
+        // (name, launcher/settings tweak, nodes, expected hypervisor, reason, switch, lookups)
         type Tweak = fn(&mut Launcher, &mut Settings);
-        let rows: [(&str, Tweak, usize, Hypervisor, Reason, bool, &[&str]); 7] = [
-            ("selected", |_, _| {}, 2, Hypervisor::Mshv, Reason::Selected, true, &["nodes"]),
-            ("no capable node", |_, _| {}, 0, Hypervisor::Kvm, Reason::NoCapableNode, false, &["nodes"]),
-            ("opt-out", |l, _| l.opt_out = true, 2, Hypervisor::Kvm, Reason::OptOut, false, &[]),
+        type Row = (
+            &'static str,
+            Tweak,
+            usize,
+            Hypervisor,
+            Reason,
+            bool,
+            &'static [&'static str],
+        );
+        let rows: [Row; 7] = [
+            (
+                "selected",
+                |_, _| {},
+                2,
+                Hypervisor::Mshv,
+                Reason::Selected,
+                true,
+                &["nodes"],
+            ),
+            (
+                "no capable node",
+                |_, _| {},
+                0,
+                Hypervisor::Kvm,
+                Reason::NoCapableNode,
+                false,
+                &["nodes"],
+            ),
+            (
+                "opt-out",
+                |l, _| l.opt_out = true,
+                2,
+                Hypervisor::Kvm,
+                Reason::OptOut,
+                false,
+                &[],
+            ),
             (
                 "incompatible device",
                 |l, _| l.incompatible = Some("devices.kubevirt.io/sev".into()),
-                2, Hypervisor::Kvm, Reason::IncompatibleDevice, false, &[],
+                2,
+                Hypervisor::Kvm,
+                Reason::IncompatibleDevice,
+                false,
+                &[],
             ),
             (
                 "launcher pins kvm",
                 |l, _| l.hypervisor_flag = HypervisorFlag::Separate(3),
-                2, Hypervisor::Kvm, Reason::LauncherPinsKvm, false, &[],
+                2,
+                Hypervisor::Kvm,
+                Reason::LauncherPinsKvm,
+                false,
+                &[],
             ),
             (
                 "launcher flag with perPodHypervisor",
@@ -370,7 +431,11 @@ mod tests {
                     l.hypervisor_flag = HypervisorFlag::Separate(3);
                     s.per_pod_hypervisor = true
                 },
-                2, Hypervisor::Mshv, Reason::Selected, true, &["nodes"],
+                2,
+                Hypervisor::Mshv,
+                Reason::Selected,
+                true,
+                &["nodes"],
             ),
             (
                 "joined flag with perPodHypervisor but no node",
@@ -378,7 +443,11 @@ mod tests {
                     l.hypervisor_flag = HypervisorFlag::Joined(3);
                     s.per_pod_hypervisor = true
                 },
-                0, Hypervisor::Kvm, Reason::NoCapableNode, false, &["nodes"],
+                0,
+                Hypervisor::Kvm,
+                Reason::NoCapableNode,
+                false,
+                &["nodes"],
             ),
         ];
         for (name, tweak, n, hv, reason, switch, asked) in rows {
@@ -389,7 +458,11 @@ mod tests {
                 ..Default::default()
             };
             let d = decided(decide(&s, &l, &mut f));
-            assert_eq!((d.hypervisor, d.reason, d.switch_to_mshv), (hv, reason, switch), "{name}");
+            assert_eq!(
+                (d.hypervisor, d.reason, d.switch_to_mshv),
+                (hv, reason, switch),
+                "{name}"
+            );
             assert_eq!(d.require_capable_node, switch, "{name}");
             assert!(d.warnings.is_empty(), "{name}");
             assert_eq!(f.asked, asked, "{name}");
@@ -403,28 +476,51 @@ mod tests {
         l.opt_out = true; // the source wins even over an opt-out added after the VM started
         let s = enabled();
 
-        let mut f = Scripted { source: Some(Ok(Some(Hypervisor::Mshv))), nodes: nodes(1), ..Default::default() };
+        let mut f = Scripted {
+            source: Some(Ok(Some(Hypervisor::Mshv))),
+            nodes: nodes(1),
+            ..Default::default()
+        };
         let d = decided(decide(&s, &l, &mut f));
-        assert_eq!((d.hypervisor, d.reason, d.switch_to_mshv), (Hypervisor::Mshv, Reason::MigrationSourceMshv, true));
+        assert_eq!(
+            (d.hypervisor, d.reason, d.switch_to_mshv),
+            (Hypervisor::Mshv, Reason::MigrationSourceMshv, true)
+        );
         assert!(d.warnings.is_empty());
 
-        let mut f = Scripted { source: Some(Ok(Some(Hypervisor::Mshv))), nodes: nodes(0), ..Default::default() };
+        let mut f = Scripted {
+            source: Some(Ok(Some(Hypervisor::Mshv))),
+            nodes: nodes(0),
+            ..Default::default()
+        };
         let d = decided(decide(&s, &l, &mut f));
         assert!(d.switch_to_mshv);
         assert!(d.warnings[0].contains("stays Pending"), "{:?}", d.warnings);
 
-        let mut f = Scripted { source: Some(Ok(Some(Hypervisor::Kvm))), ..Default::default() };
+        let mut f = Scripted {
+            source: Some(Ok(Some(Hypervisor::Kvm))),
+            ..Default::default()
+        };
         let d = decided(decide(&s, &l, &mut f));
-        assert_eq!((d.hypervisor, d.reason, d.switch_to_mshv), (Hypervisor::Kvm, Reason::MigrationSourceKvm, false));
+        assert_eq!(
+            (d.hypervisor, d.reason, d.switch_to_mshv),
+            (Hypervisor::Kvm, Reason::MigrationSourceKvm, false)
+        );
         assert_eq!(f.asked, ["source"]);
 
-        let mut f = Scripted { source: Some(Ok(None)), ..Default::default() };
+        let mut f = Scripted {
+            source: Some(Ok(None)),
+            ..Default::default()
+        };
         let d = decided(decide(&s, &l, &mut f));
         assert_eq!(d.reason, Reason::MigrationSourceUnknown);
         assert!(!d.switch_to_mshv);
         assert!(d.warnings[0].contains("ns/vm"));
 
-        let mut f = Scripted { source: Some(Err(lookup_err())), ..Default::default() };
+        let mut f = Scripted {
+            source: Some(Err(lookup_err())),
+            ..Default::default()
+        };
         let d = decided(decide(&s, &l, &mut f));
         assert_eq!(d.reason, Reason::LookupError);
     }
@@ -433,32 +529,60 @@ mod tests {
     fn cluster_mshv_steers_scheduling_only() {
         let mut l = launcher();
         l.rendered = Hypervisor::Mshv;
-        let cr = Some(Ok(Some(kv(&["ConfigurableHypervisor"], Some("hyperv-direct")))));
-        let mut f = Scripted { kubevirt: cr.clone(), nodes: nodes(3), ..Default::default() };
+        let cr = Some(Ok(Some(kv(
+            &["ConfigurableHypervisor"],
+            Some("hyperv-direct"),
+        ))));
+        let mut f = Scripted {
+            kubevirt: cr.clone(),
+            nodes: nodes(3),
+            ..Default::default()
+        };
         let d = decided(decide(&Settings::default(), &l, &mut f));
         assert_eq!(
-            (d.hypervisor, d.reason, d.switch_to_mshv, d.require_capable_node),
+            (
+                d.hypervisor,
+                d.reason,
+                d.switch_to_mshv,
+                d.require_capable_node
+            ),
             (Hypervisor::Mshv, Reason::ClusterMshv, false, true)
         );
         assert_eq!(f.asked, ["kubevirt", "nodes"]);
 
-        let mut f = Scripted { kubevirt: cr, nodes: nodes(0), ..Default::default() };
+        let mut f = Scripted {
+            kubevirt: cr,
+            nodes: nodes(0),
+            ..Default::default()
+        };
         let d = decided(decide(&Settings::default(), &l, &mut f));
-        assert_eq!((d.reason, d.require_capable_node), (Reason::NoCapableNode, true));
+        assert_eq!(
+            (d.reason, d.require_capable_node),
+            (Reason::NoCapableNode, true)
+        );
         assert!(d.warnings[0].contains("stays Pending"));
     }
 
     #[test]
     fn lookup_errors_fall_back_or_reject() {
         let l = launcher();
-        let mut f = Scripted { kubevirt: Some(Err(lookup_err())), ..Default::default() };
+        let mut f = Scripted {
+            kubevirt: Some(Err(lookup_err())),
+            ..Default::default()
+        };
         let d = decided(decide(&Settings::default(), &l, &mut f));
-        assert_eq!((d.hypervisor, d.reason, d.switch_to_mshv), (Hypervisor::Kvm, Reason::LookupError, false));
+        assert_eq!(
+            (d.hypervisor, d.reason, d.switch_to_mshv),
+            (Hypervisor::Kvm, Reason::LookupError, false)
+        );
         assert!(d.warnings[0].contains("boom"));
 
         let mut s = enabled();
         s.on_lookup_error = OnLookupError::Reject;
-        let mut f = Scripted { nodes: Some(Err(lookup_err())), ..Default::default() };
+        let mut f = Scripted {
+            nodes: Some(Err(lookup_err())),
+            ..Default::default()
+        };
         match decide(&s, &l, &mut f) {
             Verdict::Reject(m) => assert!(m.contains("ns/vm") && m.contains("boom"), "{m}"),
             other => panic!("{other:?}"),

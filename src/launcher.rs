@@ -110,7 +110,9 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
         .position(|c| str_at(c, &["name"]) == Some(COMPUTE_CONTAINER))?;
     let container = &containers[compute];
 
-    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let annotations = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_str);
     let vmi_name = annotation(DOMAIN_ANNOTATION)
         .filter(|n| !n.is_empty())
@@ -303,7 +305,10 @@ mod tests {
         let l = recognize(&p, "", &Settings::default()).unwrap();
         assert_eq!(l.migration_job.as_deref(), Some("job-1"));
         assert_eq!(l.vmi_name, "testvm", "falls back to the owner's name");
-        assert_eq!(l.namespace, "default", "falls back to the object's namespace");
+        assert_eq!(
+            l.namespace, "default",
+            "falls back to the object's namespace"
+        );
     }
 
     #[test]
@@ -311,7 +316,9 @@ mod tests {
         let raw = launcher_pod().to_string();
         let head: ObjectHead = serde_json::from_str(&raw).unwrap();
         assert!(head.may_be_launcher());
-        let head: ObjectHead = serde_json::from_str(r#"{"metadata":{"labels":{"kubevirt.io":"virt-launcher"}}}"#).unwrap();
+        let head: ObjectHead =
+            serde_json::from_str(r#"{"metadata":{"labels":{"kubevirt.io":"virt-launcher"}}}"#)
+                .unwrap();
         assert!(!head.may_be_launcher());
         let head: ObjectHead = serde_json::from_str(r#"{"metadata":{}}"#).unwrap();
         assert!(!head.may_be_launcher());

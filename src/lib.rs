@@ -37,6 +37,8 @@ mod guest {
     }
 
     fn validate_settings(payload: &[u8]) -> CallResult {
-        Ok(serde_json::to_vec(&crate::policy::validate_settings(payload))?)
+        Ok(serde_json::to_vec(&crate::policy::validate_settings(
+            payload,
+        ))?)
     }
 }

@@ -42,7 +42,10 @@ pub enum MemoryError {
         source: QuantityError,
     },
     /// A field has a JSON type (or value) the computation cannot use.
-    InvalidField { path: String, expected: &'static str },
+    InvalidField {
+        path: String,
+        expected: &'static str,
+    },
     /// A memory amount below zero.
     NegativeQuantity { path: String, value: String },
     /// `additionalGuestMemoryOverheadRatio` is not a float >= 1.0 (KubeVirt's webhook rejects it).
@@ -95,7 +98,10 @@ impl fmt::Display for MemoryError {
                 "the VMI carries annotation {key}, which hyperv-layered maintains on the Pod; remove it from the VMI"
             ),
             MemoryError::NegativeResult { path } => {
-                write!(f, "{path}: removing an earlier mshv delta would make it negative")
+                write!(
+                    f,
+                    "{path}: removing an earlier mshv delta would make it negative"
+                )
             }
             MemoryError::Overflow { what } => write!(f, "{what}: value out of range"),
         }
@@ -113,7 +119,8 @@ impl std::error::Error for MemoryError {
 
 /// `v[a][b]...`, `None` as soon as a key is missing or a value is not an object.
 pub(crate) fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |cur, key| cur.as_object()?.get(*key))
+    path.iter()
+        .try_fold(v, |cur, key| cur.as_object()?.get(*key))
 }
 
 /// Like [`at`], but JSON `null` counts as absent (a nil pointer in Go).

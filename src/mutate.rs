@@ -105,15 +105,19 @@ pub fn switch_to_mshv(
     match flag {
         HypervisorFlag::Absent => {}
         HypervisorFlag::Separate(i) => {
-            let slot = container.pointer_mut(&command(i)).ok_or_else(|| ShapeError {
-                path: format!("spec.containers[{compute}].command[{i}]"),
-            })?;
+            let slot = container
+                .pointer_mut(&command(i))
+                .ok_or_else(|| ShapeError {
+                    path: format!("spec.containers[{compute}].command[{i}]"),
+                })?;
             *slot = Value::String(hypervisor_arg.to_string());
         }
         HypervisorFlag::Joined(i) => {
-            let slot = container.pointer_mut(&command(i)).ok_or_else(|| ShapeError {
-                path: format!("spec.containers[{compute}].command[{i}]"),
-            })?;
+            let slot = container
+                .pointer_mut(&command(i))
+                .ok_or_else(|| ShapeError {
+                    path: format!("spec.containers[{compute}].command[{i}]"),
+                })?;
             *slot = Value::String(format!("--hypervisor={hypervisor_arg}"));
         }
     }
@@ -149,7 +153,9 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<(), Shape
     }
     for (i, term) in terms.iter_mut().enumerate() {
         let path = || ShapeError {
-            path: format!("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"),
+            path: format!(
+                "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
+            ),
         };
         let term = term.as_object_mut().ok_or_else(path)?;
         let exprs = term
@@ -219,11 +225,15 @@ mod tests {
     fn switch_handles_joined_absent_and_missing_maps() {
         let mut p = pod();
         p["spec"]["containers"][0]["command"] = json!(["/x", "--hypervisor=kvm"]);
-        p["spec"]["containers"][0]["resources"] = json!({"limits": {"devices.kubevirt.io/kvm": "1"}});
+        p["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"devices.kubevirt.io/kvm": "1"}});
         switch(&mut p, HypervisorFlag::Joined(1)).unwrap();
         let c = &p["spec"]["containers"][0];
         assert_eq!(c["command"][1], "--hypervisor=hyperv-direct");
-        assert_eq!(c["resources"]["requests"], json!({"devices.kubevirt.io/mshv": "1"}));
+        assert_eq!(
+            c["resources"]["requests"],
+            json!({"devices.kubevirt.io/mshv": "1"})
+        );
 
         let mut p = pod();
         let before = p["spec"]["containers"][0]["command"].clone();
@@ -254,16 +264,17 @@ mod tests {
     fn node_requirement_is_anded_into_every_term() {
         let mut p = pod();
         p["spec"]["affinity"] = json!({
-            "podAntiAffinity": {"x": 1},
-            "nodeAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}],
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "node-labeller.kubevirt.io/obsolete-host-model", "operator": "DoesNotExist"}]},
-                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
-                ]}}});
+        "podAntiAffinity": {"x": 1},
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}],
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-labeller.kubevirt.io/obsolete-host-model", "operator": "DoesNotExist"}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+            ]}}});
         require_node_label(&mut p, "l/capable").unwrap();
         let req = json!({"key": "l/capable", "operator": "In", "values": ["true"]});
-        let terms = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+        let terms = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"];
         assert_eq!(terms[0]["matchExpressions"][1], req);
         assert_eq!(terms[1]["matchExpressions"], json!([req]));
         assert_eq!(terms[1]["matchFields"][0]["values"], json!(["n1"]));
@@ -277,7 +288,10 @@ mod tests {
     fn record_writes_label_and_annotations() {
         let mut p = pod();
         record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap();
-        assert_eq!(p["metadata"]["labels"]["hyperv-layered.io/hypervisor"], "mshv");
+        assert_eq!(
+            p["metadata"]["labels"]["hyperv-layered.io/hypervisor"],
+            "mshv"
+        );
         assert_eq!(p["metadata"]["labels"]["kubevirt.io"], "virt-launcher");
         assert_eq!(
             p["metadata"]["annotations"],
@@ -285,7 +299,9 @@ mod tests {
         );
         let mut bad = json!({"metadata": {"labels": "x"}});
         assert_eq!(
-            record(&mut bad, Hypervisor::Kvm, Reason::OptOut).unwrap_err().path,
+            record(&mut bad, Hypervisor::Kvm, Reason::OptOut)
+                .unwrap_err()
+                .path,
             "metadata.labels"
         );
     }

@@ -145,26 +145,29 @@ fn shape(
         Ok(t) => t,
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     };
-    if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
-        if let Err(e) = add_mshv_memory(&mut pod, launcher, &terms, facts) {
-            if d.switch_to_mshv {
-                // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
-                // exactly what the memory settings exist to prevent.
-                match decision::on_lookup_error(settings, launcher, &e) {
-                    Verdict::Decided(fallback) => {
-                        d = fallback;
-                        pod = original.clone();
-                    }
-                    Verdict::Reject(m) => return reject(m),
-                    Verdict::Unchanged => return accept(Vec::new()),
+    let memory = if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
+        add_mshv_memory(&mut pod, launcher, &terms, facts)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = memory {
+        if d.switch_to_mshv {
+            // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
+            // exactly what the memory settings exist to prevent.
+            match decision::on_lookup_error(settings, launcher, &e) {
+                Verdict::Decided(fallback) => {
+                    d = fallback;
+                    pod = original.clone();
                 }
-            } else {
-                // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
-                d.warnings.push(format!(
-                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
-                    launcher.namespace, launcher.vmi_name
-                ));
+                Verdict::Reject(m) => return reject(m),
+                Verdict::Unchanged => return accept(Vec::new()),
             }
+        } else {
+            // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
+            d.warnings.push(format!(
+                "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
+                launcher.namespace, launcher.vmi_name
+            ));
         }
     }
     if let Err(e) = edit(&mut pod, launcher, settings, &d) {
@@ -297,7 +300,9 @@ mod tests {
     }
 
     fn payload(request: &Value, settings: Value) -> Vec<u8> {
-        json!({"request": request, "settings": settings}).to_string().into_bytes()
+        json!({"request": request, "settings": settings})
+            .to_string()
+            .into_bytes()
     }
 
     fn capable_nodes() -> Value {
@@ -337,9 +342,19 @@ mod tests {
         assert_eq!(host.kinds(), ["Node"]);
         let pod = r.mutated_object.expect("a mutation");
         let compute = &pod["spec"]["containers"][0];
-        assert_eq!(compute["resources"]["limits"]["devices.kubevirt.io/mshv"], "1");
-        assert!(compute["resources"]["requests"].get("devices.kubevirt.io/kvm").is_none());
-        assert_eq!(pod["metadata"]["annotations"]["hyperv-layered.io/reason"], "selected");
+        assert_eq!(
+            compute["resources"]["limits"]["devices.kubevirt.io/mshv"],
+            "1"
+        );
+        assert!(
+            compute["resources"]["requests"]
+                .get("devices.kubevirt.io/kvm")
+                .is_none()
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"]["hyperv-layered.io/reason"],
+            "selected"
+        );
 
         // Its own output, admitted again, is left as it is.
         let mut again = req.clone();
@@ -355,7 +370,10 @@ mod tests {
             "list_resources_all/KubeVirt",
             Ok(json!({"items": [{"spec": {"configuration": {}}}]})),
         );
-        let r = evaluate(&payload(&fixture("launcher-v1.8-kvm.json"), json!({})), &host);
+        let r = evaluate(
+            &payload(&fixture("launcher-v1.8-kvm.json"), json!({})),
+            &host,
+        );
         assert!(r.accepted && r.mutated_object.is_none() && r.warnings.is_none());
         assert_eq!(host.kinds(), ["KubeVirt"]);
     }
@@ -389,7 +407,10 @@ mod tests {
     #[test]
     fn invalid_settings_in_validate_leave_the_pod_alone() {
         let r = evaluate(
-            &payload(&fixture("launcher-v1.8-kvm.json"), json!({"nodeLabel": "a b"})),
+            &payload(
+                &fixture("launcher-v1.8-kvm.json"),
+                json!({"nodeLabel": "a b"}),
+            ),
             &FakeHost::default(),
         );
         assert!(r.accepted && r.mutated_object.is_none());

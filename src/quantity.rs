@@ -70,7 +70,10 @@ impl fmt::Display for QuantityError {
         match self {
             QuantityError::Empty => write!(f, "a quantity cannot be empty"),
             QuantityError::TooLong { len } => {
-                write!(f, "a quantity of {len} bytes is longer than {MAX_INPUT_LEN}")
+                write!(
+                    f,
+                    "a quantity of {len} bytes is longer than {MAX_INPUT_LEN}"
+                )
             }
             QuantityError::FormatWrong => write!(
                 f,
@@ -386,8 +389,10 @@ fn digitless_takes_fast_path(exponent: i32, format: Format) -> bool {
         // precision = 18 - 1 >= 0; scale = exponent must be >= Nano (-9).
         Format::Decimal => exponent >= -9,
         Format::Binary => {
+            // precision = 15 - len(num) - int32(float32(exponent)*3/10) - 1 must be >= 0:
+            // true for Ki..Ti (3, 6, 9, 12), false for Pi (15) and Ei (18).
             let digits = (exponent as f32 * 3.0 / 10.0) as i32;
-            15 - 1 - digits - 1 >= 0
+            digits <= 13
         }
     }
 }
@@ -460,7 +465,11 @@ pub fn parse(s: &str) -> Result<Quantity, QuantityError> {
     };
     let magnitude = magnitude.ok_or(QuantityError::OutOfRange)?;
     let nanos = i128::try_from(magnitude).map_err(|_| QuantityError::OutOfRange)?;
-    Ok(Quantity::from_nanos(if sc.positive { nanos } else { -nanos }))
+    Ok(Quantity::from_nanos(if sc.positive {
+        nanos
+    } else {
+        -nanos
+    }))
 }
 
 /// `digits * 10^shift` rounded away from zero to an integer (apimachinery rounds a value finer
@@ -598,10 +607,21 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(parse(""), Err(QuantityError::Empty));
-        for s in ["1x", "1.5.5", "1 ", " 1", "1k.5", "1Ki5", "abc", "1e3x", "0x10", "1_000"] {
+        for s in [
+            "1x", "1.5.5", "1 ", " 1", "1k.5", "1Ki5", "abc", "1e3x", "0x10", "1_000",
+        ] {
             assert!(parse(s).is_err(), "{s} parsed");
         }
-        for s in ["1K", "1mi", "1e", "1Ki-", "1-", "1Ee3", "1e99999999999999999999", "1KiB"] {
+        for s in [
+            "1K",
+            "1mi",
+            "1e",
+            "1Ki-",
+            "1-",
+            "1Ee3",
+            "1e99999999999999999999",
+            "1KiB",
+        ] {
             assert!(parse(s).is_err(), "{s} parsed");
         }
         assert_eq!(parse("1e30"), Err(QuantityError::OutOfRange));

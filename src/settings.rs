@@ -243,12 +243,8 @@ impl Settings {
     /// The validated mshv memory terms.
     pub fn mshv_terms(&self) -> Result<MshvTerms, SettingsError> {
         let m = &self.memory_overhead.mshv;
-        MshvTerms::parse(&m.fixed, &m.per_vcpu, &m.guest_memory_percent).map_err(|e| {
-            invalid(
-                format!("memoryOverhead.mshv.{}", e.field()),
-                e.to_string(),
-            )
-        })
+        MshvTerms::parse(&m.fixed, &m.per_vcpu, &m.guest_memory_percent)
+            .map_err(|e| invalid(format!("memoryOverhead.mshv.{}", e.field()), e.to_string()))
     }
 }
 
@@ -314,24 +310,48 @@ mod tests {
         let cases = [
             (json!({"bogus": 1}), "bogus"),
             (json!({"gate": {"mode": "sometimes"}}), "gate.mode"),
-            (json!({"gate": {"featureGates": ["Hyper V"]}}), "gate.featureGates[0]"),
-            (json!({"gate": {"featureGates": "HyperVLayered"}}), "gate.featureGates"),
+            (
+                json!({"gate": {"featureGates": ["Hyper V"]}}),
+                "gate.featureGates[0]",
+            ),
+            (
+                json!({"gate": {"featureGates": "HyperVLayered"}}),
+                "gate.featureGates",
+            ),
             (json!({"gate": {"extra": true}}), "gate.extra"),
             (json!({"trustedCreators": []}), "trustedCreators"),
-            (json!({"trustedCreators": ["ok", " "]}), "trustedCreators[1]"),
+            (
+                json!({"trustedCreators": ["ok", " "]}),
+                "trustedCreators[1]",
+            ),
             (json!({"nodeLabel": "Bad Label"}), "nodeLabel"),
             (json!({"nodeLabel": 7}), "nodeLabel"),
             (json!({"deviceResource": "mshv"}), "deviceResource"),
-            (json!({"deviceResource": "kubernetes.io/mshv"}), "deviceResource"),
-            (json!({"kvmDeviceResource": "devices.kubevirt.io/mshv"}), "kvmDeviceResource"),
-            (json!({"incompatibleResources": ["ok.io/a", "no"]}), "incompatibleResources[1]"),
+            (
+                json!({"deviceResource": "kubernetes.io/mshv"}),
+                "deviceResource",
+            ),
+            (
+                json!({"kvmDeviceResource": "devices.kubevirt.io/mshv"}),
+                "kvmDeviceResource",
+            ),
+            (
+                json!({"incompatibleResources": ["ok.io/a", "no"]}),
+                "incompatibleResources[1]",
+            ),
             (json!({"hypervisorArg": ""}), "hypervisorArg"),
             (json!({"hypervisorArg": "Hyper V"}), "hypervisorArg"),
             (json!({"perPodHypervisor": "yes"}), "perPodHypervisor"),
             (json!({"requireAllocatable": 1}), "requireAllocatable"),
             (json!({"onLookupError": "ignore"}), "onLookupError"),
-            (json!({"memoryOverhead": {"mshv": {"fixed": "lots"}}}), "memoryOverhead.mshv.fixed"),
-            (json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}), "memoryOverhead.mshv.perVcpu"),
+            (
+                json!({"memoryOverhead": {"mshv": {"fixed": "lots"}}}),
+                "memoryOverhead.mshv.fixed",
+            ),
+            (
+                json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}),
+                "memoryOverhead.mshv.perVcpu",
+            ),
             (
                 json!({"memoryOverhead": {"mshv": {"guestMemoryPercent": "101"}}}),
                 "memoryOverhead.mshv.guestMemoryPercent",
@@ -347,8 +367,19 @@ mod tests {
 
     #[test]
     fn non_object_settings_are_rejected_not_panicking() {
-        for raw in [&b"[]"[..], b"\"x\"", b"", b"{", b"1e999", b"{\"gate\": null}"] {
-            assert!(Settings::from_json(raw).is_err(), "{}", String::from_utf8_lossy(raw));
+        for raw in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"",
+            b"{",
+            b"1e999",
+            b"{\"gate\": null}",
+        ] {
+            assert!(
+                Settings::from_json(raw).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
         assert_eq!(Settings::from_json(b" null ").unwrap(), Settings::default());
     }
@@ -362,7 +393,10 @@ mod tests {
             std::fs::write(path, &want).unwrap();
         }
         let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(have == want, "docs/settings.schema.json is stale: run `make schema`");
+        assert!(
+            have == want,
+            "docs/settings.schema.json is stale: run `make schema`"
+        );
     }
 
     #[test]

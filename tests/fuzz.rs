@@ -38,6 +38,7 @@ const FIXTURES: [&str; 12] = [
 
 /// A host whose answer depends only on (operation, kind): deterministic within a case, so the
 /// idempotence property compares like with like.
+#[derive(Debug, Clone)]
 struct RandomHost {
     answers: HashMap<String, Result<Vec<u8>, String>>,
     fallback: Result<Vec<u8>, String>,
@@ -66,11 +67,26 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|f| json!(f)),
         "[a-zA-Z0-9./=:-]{0,12}".prop_map(Value::String),
         prop_oneof![
-            Just("true"), Just("1000"), Just("0"), Just("-1"), Just("1e400"), Just("2Gi"),
-            Just("virt-launcher"), Just("compute"), Just("--hypervisor"), Just("kvm"),
-            Just("CREATE"), Just("Pod"), Just("Ready"), Just("True"), Just("Running"),
-            Just("devices.kubevirt.io/mshv"), Just("devices.kubevirt.io/kvm"),
-            Just("hyperv-direct"), Just("ConfigurableHypervisor"), Just("HyperVLayered"),
+            Just("true"),
+            Just("1000"),
+            Just("0"),
+            Just("-1"),
+            Just("1e400"),
+            Just("2Gi"),
+            Just("virt-launcher"),
+            Just("compute"),
+            Just("--hypervisor"),
+            Just("kvm"),
+            Just("CREATE"),
+            Just("Pod"),
+            Just("Ready"),
+            Just("True"),
+            Just("Running"),
+            Just("devices.kubevirt.io/mshv"),
+            Just("devices.kubevirt.io/kvm"),
+            Just("hyperv-direct"),
+            Just("ConfigurableHypervisor"),
+            Just("HyperVLayered"),
         ]
         .prop_map(|s| Value::String(s.to_string())),
     ];
@@ -130,10 +146,8 @@ fn apply_edit(v: &mut Value, pointer: &str, edit: &Edit) {
                 m.remove(&key);
             }
             Some(Value::Array(a)) => {
-                if let Ok(i) = key.parse::<usize>() {
-                    if i < a.len() {
-                        a.remove(i);
-                    }
+                if let Some(i) = key.parse::<usize>().ok().filter(|i| *i < a.len()) {
+                    a.remove(i);
                 }
             }
             _ => {}
@@ -146,7 +160,9 @@ fn apply_edit(v: &mut Value, pointer: &str, edit: &Edit) {
         Edit::Enlarge(n) => {
             if let Some(slot) = v.pointer_mut(pointer) {
                 *slot = match slot.take() {
-                    Value::Array(a) => Value::Array(a.iter().cycle().take(a.len() * n).cloned().collect()),
+                    Value::Array(a) => {
+                        Value::Array(a.iter().cycle().take(a.len() * n).cloned().collect())
+                    }
                     Value::String(s) => Value::String(s.repeat(*n)),
                     Value::Object(mut m) => {
                         for i in 0..*n {
@@ -202,14 +218,25 @@ fn arb_reply() -> impl Strategy<Value = Result<Vec<u8>, String>> {
 }
 
 fn arb_host() -> impl Strategy<Value = RandomHost> {
-    (arb_reply(), arb_reply(), arb_reply(), arb_reply(), arb_reply()).prop_map(|(kv, nodes, pods, vmi, fb)| {
-        let mut answers = HashMap::new();
-        answers.insert("list_resources_all/KubeVirt".to_string(), kv);
-        answers.insert("list_resources_all/Node".to_string(), nodes);
-        answers.insert("list_resources_by_namespace/Pod".to_string(), pods);
-        answers.insert("get_resource/VirtualMachineInstance".to_string(), vmi);
-        RandomHost { answers, fallback: fb, calls: Cell::new(0) }
-    })
+    (
+        arb_reply(),
+        arb_reply(),
+        arb_reply(),
+        arb_reply(),
+        arb_reply(),
+    )
+        .prop_map(|(kv, nodes, pods, vmi, fb)| {
+            let mut answers = HashMap::new();
+            answers.insert("list_resources_all/KubeVirt".to_string(), kv);
+            answers.insert("list_resources_all/Node".to_string(), nodes);
+            answers.insert("list_resources_by_namespace/Pod".to_string(), pods);
+            answers.insert("get_resource/VirtualMachineInstance".to_string(), vmi);
+            RandomHost {
+                answers,
+                fallback: fb,
+                calls: Cell::new(0),
+            }
+        })
 }
 
 /// Checks one evaluation; returns the mutated object when there is one.
@@ -251,7 +278,11 @@ fn runner(default_cases: u32) -> TestRunner {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(default_cases);
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
 }
 
 fn report(name: &str, runner: &TestRunner) {
@@ -264,7 +295,9 @@ fn arbitrary_bytes_and_json_never_panic() {
     let strategy = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..256),
         arb_json().prop_map(|v| v.to_string().into_bytes()),
-        arb_json().prop_map(|v| json!({"request": v, "settings": {}}).to_string().into_bytes()),
+        arb_json().prop_map(|v| json!({"request": v, "settings": {}})
+            .to_string()
+            .into_bytes()),
     ];
     r.run(&(strategy, arb_host()), |(bytes, host)| {
         let resp = evaluate(&bytes, &host);
@@ -289,7 +322,8 @@ fn mangled_launchers_random_settings_and_replies() {
     r.run(&strategy, |(which, edits, settings, host, trusted)| {
         let mut request = bases[which].clone();
         if trusted {
-            request["userInfo"]["username"] = json!("system:serviceaccount:kubevirt:kubevirt-controller");
+            request["userInfo"]["username"] =
+                json!("system:serviceaccount:kubevirt:kubevirt-controller");
         }
         for (idx, edit) in &edits {
             let mut ptrs = Vec::new();

@@ -68,7 +68,9 @@ fn parses_kwctl_session_format() {
     );
     // A recording without field_masks (older kwctl) reads as `None`.
     assert_eq!(s.exchanges[1].request, get_namespace());
-    assert!(matches!(&s.exchanges[1].response, Response::Error { message } if message.starts_with("Cannot find")));
+    assert!(
+        matches!(&s.exchanges[1].response, Response::Error { message } if message.starts_with("Cannot find"))
+    );
     // Round trip through the on-disk format.
     let again = Session::parse("again", &s.to_yaml().unwrap()).unwrap();
     assert_eq!(again.exchanges[0].request, s.exchanges[0].request);
@@ -112,15 +114,26 @@ fn replay_is_strict_and_ordered() {
     assert!(err.contains("Replay error: unexpected request"), "{err}");
     assert!(r.answer(list_nodes(&["metadata.name"])).is_err());
     assert_eq!(r.failures.len(), 2);
-    let report = harness::session::check(&r.failures).unwrap_err().to_string();
+    let report = harness::session::check(&r.failures)
+        .unwrap_err()
+        .to_string();
     // Both requests are shown, as YAML a fixture author can paste.
-    assert!(report.contains("--- session expects:\n!KubernetesListResourceAll"), "{report}");
-    assert!(report.contains("--- policy sent:\n!KubernetesGetResource"), "{report}");
+    assert!(
+        report.contains("--- session expects:\n!KubernetesListResourceAll"),
+        "{report}"
+    );
+    assert!(
+        report.contains("--- policy sent:\n!KubernetesGetResource"),
+        "{report}"
+    );
 
     // One field off (a different mask set) is a mismatch.
     let mut r = Replayer::new(Some(s.clone()));
     assert!(r.answer(list_nodes(&["metadata.name"])).is_err());
-    assert!(matches!(r.failures[0], ReplayFailure::Mismatch { index: 0, .. }));
+    assert!(matches!(
+        r.failures[0],
+        ReplayFailure::Mismatch { index: 0, .. }
+    ));
 
     // An extra call after the session ran out, and a call with no session at all.
     let mut r = Replayer::new(Some(s.clone()));
@@ -128,18 +141,30 @@ fn replay_is_strict_and_ordered() {
         .unwrap();
     r.answer(get_namespace()).unwrap_err();
     let err = r.answer(get_namespace()).unwrap_err();
-    assert!(err.ends_with("the list of recorded responses is empty"), "{err}");
-    assert!(matches!(r.failures[0], ReplayFailure::Extra { index: 2, .. }));
+    assert!(
+        err.ends_with("the list of recorded responses is empty"),
+        "{err}"
+    );
+    assert!(matches!(
+        r.failures[0],
+        ReplayFailure::Extra { index: 2, .. }
+    ));
     let mut r = Replayer::new(None);
     r.answer(get_namespace()).unwrap_err();
-    assert!(matches!(r.failures[0], ReplayFailure::Extra { index: 0, .. }));
+    assert!(matches!(
+        r.failures[0],
+        ReplayFailure::Extra { index: 0, .. }
+    ));
 
     // Leftover exchanges are failures too.
     let mut r = Replayer::new(Some(s));
     r.answer(list_nodes(&["metadata.name", "status.conditions"]))
         .unwrap();
     assert_eq!(r.finish(), 1);
-    assert!(matches!(r.failures[0], ReplayFailure::Leftover { index: 1, .. }));
+    assert!(matches!(
+        r.failures[0],
+        ReplayFailure::Leftover { index: 1, .. }
+    ));
 }
 
 #[test]
@@ -168,8 +193,14 @@ fn patch_is_the_diff_of_object_and_mutated_object() {
         })
         .collect();
     // "/" inside a key is escaped as "~1" (RFC 6901).
-    assert!(ops.contains(&("add".into(), "/metadata/labels/b".into())), "{ops:?}");
-    assert!(ops.contains(&("add".into(), "/spec/nodeSelector".into())), "{ops:?}");
+    assert!(
+        ops.contains(&("add".into(), "/metadata/labels/b".into())),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&("add".into(), "/spec/nodeSelector".into())),
+        "{ops:?}"
+    );
     assert!(
         ops.contains(&(
             "remove".into(),
@@ -177,7 +208,11 @@ fn patch_is_the_diff_of_object_and_mutated_object() {
         )),
         "{ops:?}"
     );
-    assert!(ops.iter().all(|(_, p)| !p.starts_with("/metadata/annotations")), "{ops:?}");
+    assert!(
+        ops.iter()
+            .all(|(_, p)| !p.starts_with("/metadata/annotations")),
+        "{ops:?}"
+    );
     let mut applied = original.clone();
     json_patch::patch(&mut applied, &patch).unwrap();
     assert_eq!(applied, mutated);
@@ -210,7 +245,8 @@ fn patch_is_the_diff_of_object_and_mutated_object() {
         resp["status"]["message"],
         json!("internal server error: Guest call failure: x")
     );
-    let rej = serde_json::to_vec(&json!({"accepted": false, "message": "no", "code": 403})).unwrap();
+    let rej =
+        serde_json::to_vec(&json!({"accepted": false, "message": "no", "code": 403})).unwrap();
     let resp = admission_response("u", Some(&original), &Ok(rej));
     assert_eq!(resp["status"], json!({"message": "no", "code": 403}));
 }
@@ -231,7 +267,8 @@ fn admission_request(object: Value) -> Value {
 #[test]
 fn requests_are_normalized_like_kwctl() {
     let req = admission_request(json!({"metadata": {"name": "p"}}));
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req});
+    let review =
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req});
     let a = normalize_request(&req).unwrap();
     let b = normalize_request(&review).unwrap();
     assert_eq!(a, b);
@@ -370,18 +407,31 @@ fn host_errors_reach_the_guest_and_mismatches_are_reported() {
     let out = instance
         .try_validate(&request, &json!({}), Some(&wrong))
         .unwrap();
-    assert!(matches!(out.replay_failures.as_slice(), [ReplayFailure::Mismatch { .. }]));
-    assert!(out.guest_error.unwrap().contains("Replay error: unexpected request"));
+    assert!(matches!(
+        out.replay_failures.as_slice(),
+        [ReplayFailure::Mismatch { .. }]
+    ));
+    assert!(
+        out.guest_error
+            .unwrap()
+            .contains("Replay error: unexpected request")
+    );
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         instance.validate(&request, &json!({}), Some(&wrong))
     }))
     .unwrap_err();
     let text = panic.downcast_ref::<String>().unwrap();
-    assert!(text.contains("--- session expects:") && text.contains("--- policy sent:"), "{text}");
+    assert!(
+        text.contains("--- session expects:") && text.contains("--- policy sent:"),
+        "{text}"
+    );
 
     // No session: the call is an extra call.
     let out = instance.try_validate(&request, &json!({}), None).unwrap();
-    assert!(matches!(out.replay_failures.as_slice(), [ReplayFailure::Extra { index: 0, .. }]));
+    assert!(matches!(
+        out.replay_failures.as_slice(),
+        [ReplayFailure::Extra { index: 0, .. }]
+    ));
 
     // metadata.yml allow-list: reading a kind the policy did not declare is refused.
     let denied = echo_guest(GUEST_LIST_REQUEST)
@@ -391,8 +441,18 @@ fn host_errors_reach_the_guest_and_mismatches_are_reported() {
     let out = denied
         .try_validate(&request, &json!({}), Some(&session))
         .unwrap();
-    assert!(matches!(out.replay_failures.as_slice(), [ReplayFailure::NotAllowed { .. }, ReplayFailure::Leftover { .. }]));
-    assert!(out.guest_error.unwrap().contains("has not been granted access to Kubernetes v1/Node"));
+    assert!(matches!(
+        out.replay_failures.as_slice(),
+        [
+            ReplayFailure::NotAllowed { .. },
+            ReplayFailure::Leftover { .. }
+        ]
+    ));
+    assert!(
+        out.guest_error
+            .unwrap()
+            .contains("has not been granted access to Kubernetes v1/Node")
+    );
 }
 
 /// The floor policy speaks the real SDK contract end to end (needs
@@ -416,5 +476,8 @@ fn floor_policy_contract() {
     // A payload the SDK cannot parse is a guest error: denied with 500 by the host.
     let raw = instance.call("validate", b"{}", None);
     let err = raw.result.unwrap_err();
-    assert!(err.starts_with("Guest call failure: error deserializing validation payload"), "{err}");
+    assert!(
+        err.starts_with("Guest call failure: error deserializing validation payload"),
+        "{err}"
+    );
 }

@@ -55,14 +55,20 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
                 failures.push(format!("{id}: {what}"));
             }
         };
-        check(out.guest_error.is_none(), format!("guest error {:?}", out.guest_error));
+        check(
+            out.guest_error.is_none(),
+            format!("guest error {:?}", out.guest_error),
+        );
         check(
             out.allowed() == case["allowed"].as_bool().unwrap_or(true),
             format!("allowed = {}", out.allowed()),
         );
         check(
             out.host_calls as u64 == case["host_calls"].as_u64().unwrap_or(0),
-            format!("{} host calls, expected {}", out.host_calls, case["host_calls"]),
+            format!(
+                "{} host calls, expected {}",
+                out.host_calls, case["host_calls"]
+            ),
         );
         if let Some(w) = case["warning"].as_str() {
             check(
@@ -70,7 +76,10 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
                 format!("no warning containing {w:?} in {:?}", out.warnings()),
             );
         } else {
-            check(out.warnings().is_empty(), format!("unexpected warnings {:?}", out.warnings()));
+            check(
+                out.warnings().is_empty(),
+                format!("unexpected warnings {:?}", out.warnings()),
+            );
         }
         if let Some(m) = case["message"].as_str() {
             check(
@@ -89,7 +98,11 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
                 std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
             }
         }
-        let want = if path.exists() { load_json(&path).unwrap() } else { json!([]) };
+        let want = if path.exists() {
+            load_json(&path).unwrap()
+        } else {
+            json!([])
+        };
         check(got == want, format!("patch\n got: {got}\nwant: {want}"));
 
         // No op removes anything but the KVM device the mshv device replaces.
@@ -109,7 +122,10 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
         let hv = case["hypervisor"].as_str();
         check(
             annotation(&patched, "hyperv-layered.io/hypervisor") == hv,
-            format!("hypervisor annotation {:?}", annotation(&patched, "hyperv-layered.io/hypervisor")),
+            format!(
+                "hypervisor annotation {:?}",
+                annotation(&patched, "hyperv-layered.io/hypervisor")
+            ),
         );
         check(
             patched["metadata"]["labels"]["hyperv-layered.io/hypervisor"].as_str() == hv,
@@ -117,7 +133,10 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
         );
         check(
             annotation(&patched, "hyperv-layered.io/reason") == case["reason"].as_str(),
-            format!("reason {:?}", annotation(&patched, "hyperv-layered.io/reason")),
+            format!(
+                "reason {:?}",
+                annotation(&patched, "hyperv-layered.io/reason")
+            ),
         );
 
         // Idempotence: the policy on its own output, with the same cluster state.
@@ -127,7 +146,10 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
             let second = instance.validate(&again, &case["settings"], session.as_ref());
             check(
                 second.patch.0.is_empty(),
-                format!("second run patched: {}", serde_json::to_value(&second.patch).unwrap()),
+                format!(
+                    "second run patched: {}",
+                    serde_json::to_value(&second.patch).unwrap()
+                ),
             );
         }
     }
@@ -144,7 +166,10 @@ fn no_orphan_expected_patches() {
     for entry in std::fs::read_dir(data_path("expected")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         let id = name.trim_end_matches(".json");
-        assert!(ids.iter().any(|i| i == id), "orphan tests/data/expected/{name}");
+        assert!(
+            ids.iter().any(|i| i == id),
+            "orphan tests/data/expected/{name}"
+        );
     }
 }
 
@@ -156,7 +181,10 @@ fn settings_validation_names_the_field() {
     for (settings, field) in [
         (json!({"gate": {"mode": "sometimes"}}), "gate.mode"),
         (json!({"nodeLabel": "not a label"}), "nodeLabel"),
-        (json!({"memoryOverhead": {"mshv": {"perVcpu": "lots"}}}), "memoryOverhead.mshv.perVcpu"),
+        (
+            json!({"memoryOverhead": {"mshv": {"perVcpu": "lots"}}}),
+            "memoryOverhead.mshv.perVcpu",
+        ),
         (json!({"surprise": true}), "surprise"),
         (json!([1]), "(root)"),
     ] {

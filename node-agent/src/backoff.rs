@@ -75,7 +75,9 @@ mod tests {
             .collect();
         assert_eq!(
             seq,
-            [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
+            ]
         );
         assert_eq!(Backoff::ceiling(base, cap, u32::MAX), cap);
     }
@@ -88,7 +90,10 @@ mod tests {
         for n in 0..20 {
             let ceiling = Backoff::ceiling(base, cap, n);
             let d = b.next_delay();
-            assert!(d >= ceiling / 2 && d <= ceiling, "{n}: {d:?} vs {ceiling:?}");
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{n}: {d:?} vs {ceiling:?}"
+            );
         }
         assert_eq!(b.failures(), 20);
         b.reset();

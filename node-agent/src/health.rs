@@ -77,6 +77,9 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static 
     if state.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no probe has completed yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no probe has completed yet\n",
+        )
     }
 }

@@ -1,1 +1,5 @@
-fn main() {}
+//! Binary entry point; everything lives in the library so tests and the bench share it.
+
+fn main() -> std::process::ExitCode {
+    mshv_node_agent::cli::main()
+}

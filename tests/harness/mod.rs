@@ -22,8 +22,8 @@
 //! Paths: `$CARGO_TARGET_DIR` (default `<repo>/target`) `/wasm32-wasip1/release/hyperv_layered.wasm`;
 //! `HYPERV_LAYERED_WASM=<file>` runs another module instead (e.g. `annotated-policy.wasm`).
 
-// Each test binary that includes the harness uses a different part of it.
-#![allow(dead_code)]
+// Each test binary (and the benchmark) that includes the harness uses a different part of it.
+#![allow(dead_code, unused_imports)]
 
 pub mod admission;
 pub mod session;
@@ -210,7 +210,10 @@ impl Policy {
                              namespace: &str,
                              operation: &str,
                              payload: &[u8]|
-              -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+              -> std::result::Result<
+            Vec<u8>,
+            Box<dyn std::error::Error + Send + Sync>,
+        > {
             lock(&cb_state)
                 .host_call(binding, namespace, operation, payload)
                 .map_err(Into::into)
@@ -364,9 +367,8 @@ impl Instance {
         let admission = admission::admission_response(uid, original, &raw.result);
         let (response, guest_error) = match &raw.result {
             Ok(bytes) => (
-                serde_json::from_slice(bytes).unwrap_or_else(
-                    |_| json!({"<not JSON>": String::from_utf8_lossy(bytes)}),
-                ),
+                serde_json::from_slice(bytes)
+                    .unwrap_or_else(|_| json!({"<not JSON>": String::from_utf8_lossy(bytes)})),
                 None,
             ),
             Err(e) => (Value::Null, Some(e.clone())),
@@ -394,9 +396,8 @@ impl Instance {
     pub fn validate_settings(&self, settings: &Value) -> Value {
         let payload = serde_json::to_vec(settings).expect("a JSON value always serializes");
         match self.host.call("validate_settings", &payload) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                json!({"valid": false, "message": format!("error: {e:?}")})
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| json!({"valid": false, "message": format!("error: {e:?}")})),
             Err(err) => json!({
                 "valid": false,
                 "message": format!("Error invoking settings validation callback: {err:?}"),
@@ -495,11 +496,17 @@ fn ensure_fresh(wasm: &Path, sources: &[PathBuf]) -> Result<()> {
     if let Some((t, p)) = newest
         && t > built
     {
+        let rel = |p: &Path| {
+            p.strip_prefix(repo_root())
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
         bail!(
-            "{} is older than {}: run `make policy.wasm` (or the cargo build for that module) \
-             again, or set HYPERV_LAYERED_ALLOW_STALE_WASM=1 to use it anyway",
-            wasm.display(),
-            p.display()
+            "{} is older than {}: rebuild it (`make policy.wasm floor.wasm`), \
+             or set HYPERV_LAYERED_ALLOW_STALE_WASM=1 to use it anyway",
+            rel(wasm),
+            rel(&p)
         );
     }
     Ok(())

@@ -83,7 +83,8 @@ pub enum CallbackRequest {
         field_masks: Option<BTreeSet<String>>,
     },
     KubernetesCanI {
-        subject_access_review: SubjectAccessReview,
+        // Boxed: it is several times larger than the other variants.
+        subject_access_review: Box<SubjectAccessReview>,
         disable_cache: bool,
     },
 }
@@ -133,7 +134,7 @@ impl CallbackRequest {
             "can_i" => {
                 let r: CanIRequest = parse(payload)?;
                 Self::KubernetesCanI {
-                    subject_access_review: r.subject_access_review,
+                    subject_access_review: Box::new(r.subject_access_review),
                     disable_cache: r.disable_cache,
                 }
             }
@@ -209,13 +210,14 @@ impl Session {
             .into_iter()
             .enumerate()
             .map(|(i, e)| {
-                let request: CallbackRequest = serde_yaml::from_str(&e.request).with_context(|| {
-                    format!(
-                        "{name}: exchange #{i}: request is not a supported \
+                let request: CallbackRequest =
+                    serde_yaml::from_str(&e.request).with_context(|| {
+                        format!(
+                            "{name}: exchange #{i}: request is not a supported \
                          !Kubernetes* CallbackRequestType:\n{}",
-                        e.request
-                    )
-                })?;
+                            e.request
+                        )
+                    })?;
                 Ok(Exchange {
                     request,
                     response: e.response,
@@ -275,7 +277,10 @@ pub enum ReplayFailure {
     /// The policy's metadata does not list the kind it tried to read.
     NotAllowed { api_version: String, kind: String },
     /// Exchanges the guest never asked for.
-    Leftover { index: usize, expected: CallbackRequest },
+    Leftover {
+        index: usize,
+        expected: CallbackRequest,
+    },
 }
 
 impl fmt::Display for ReplayFailure {

@@ -75,7 +75,9 @@ pub enum Identity {
     /// The hypervisor-present bit is clear.
     BareMetal,
     /// Some other hypervisor (vendor signature from leaf 0x40000000).
-    OtherHypervisor { vendor: String },
+    OtherHypervisor {
+        vendor: String,
+    },
     HyperV(HvInfo),
 }
 
@@ -208,7 +210,10 @@ mod tests {
                 vendor: "KVMKVMKVM".into()
             }
         );
-        assert_eq!(identify(|_| Some(CpuidRegs::default())), Identity::BareMetal);
+        assert_eq!(
+            identify(|_| Some(CpuidRegs::default())),
+            Identity::BareMetal
+        );
         assert_eq!(identify(|_| None), Identity::NoCpuid);
     }
 }

@@ -74,15 +74,33 @@ impl State {
     /// One sentence for people: what this state means.
     pub fn meaning(self) -> &'static str {
         match self {
-            State::Capable => "/dev/mshv is live and speaks the mainline ioctl ABI: this node can run MSHV guests",
-            State::NotHyperv => "the kernel does not run on Microsoft Hypervisor (bare metal or another hypervisor)",
-            State::NotParentPartition => "the kernel runs on Hyper-V as an ordinary guest: it lacks the CreatePartitions privilege (or is an isolated/confidential VM)",
-            State::DriverAbsent => "this is a Hyper-V parent partition, but the mshv_root driver is not registered (no mshv in /proc/misc)",
-            State::DeviceAbsent => "the driver is registered, but /dev/mshv does not exist under the host root",
-            State::DeviceStale => "/dev/mshv exists but is not the live driver's character device (wrong type or numbers, or no driver behind it)",
-            State::PermissionDenied => "opening or using /dev/mshv was refused (EACCES: file mode; EPERM: device cgroup or LSM)",
-            State::UnknownAbi => "/dev/mshv answers, but not with the mainline ioctl ABI this agent knows",
-            State::Error => "the probe could not finish: an unexpected errno, an unreadable /proc, or a bad --host-root",
+            State::Capable => {
+                "/dev/mshv is live and speaks the mainline ioctl ABI: this node can run MSHV guests"
+            }
+            State::NotHyperv => {
+                "the kernel does not run on Microsoft Hypervisor (bare metal or another hypervisor)"
+            }
+            State::NotParentPartition => {
+                "the kernel runs on Hyper-V as an ordinary guest: it lacks the CreatePartitions privilege (or is an isolated/confidential VM)"
+            }
+            State::DriverAbsent => {
+                "this is a Hyper-V parent partition, but the mshv_root driver is not registered (no mshv in /proc/misc)"
+            }
+            State::DeviceAbsent => {
+                "the driver is registered, but /dev/mshv does not exist under the host root"
+            }
+            State::DeviceStale => {
+                "/dev/mshv exists but is not the live driver's character device (wrong type or numbers, or no driver behind it)"
+            }
+            State::PermissionDenied => {
+                "opening or using /dev/mshv was refused (EACCES: file mode; EPERM: device cgroup or LSM)"
+            }
+            State::UnknownAbi => {
+                "/dev/mshv answers, but not with the mainline ioctl ABI this agent knows"
+            }
+            State::Error => {
+                "the probe could not finish: an unexpected errno, an unreadable /proc, or a bad --host-root"
+            }
         }
     }
 
@@ -90,14 +108,30 @@ impl State {
     pub fn action(self) -> &'static str {
         match self {
             State::Capable => "nothing",
-            State::NotHyperv => "expected on non-Hyper-V nodes; for MSHV use a Hyper-V root or an Azure L1VH-capable VM",
-            State::NotParentPartition => "use a node Hyper-V runs as root or L1VH partition; an ordinary Hyper-V/Azure guest cannot create partitions",
-            State::DriverAbsent => "load the driver (modprobe mshv_root; needs CONFIG_MSHV_ROOT, Linux >= 6.15 or a backport) and check dmesg for mshv",
-            State::DeviceAbsent => "in a container mount the host /dev at <host-root>/dev; on the host check udev or mknod /dev/mshv c 10 <minor from /proc/misc>",
-            State::DeviceStale => "recreate the node from /sys/class/misc/mshv/dev (udevadm trigger, or rm + mknod); restart pods whose /dev is a snapshot",
-            State::PermissionDenied => "run as root in a privileged container (the DaemonSet does); check SELinux/AppArmor denials",
-            State::UnknownAbi => "use a kernel with the mainline mshv uapi (Linux >= 6.15 or a backport of it)",
-            State::Error => "read the step details and errno; check the --host-root mounts; share `probe --json` output",
+            State::NotHyperv => {
+                "expected on non-Hyper-V nodes; for MSHV use a Hyper-V root or an Azure L1VH-capable VM"
+            }
+            State::NotParentPartition => {
+                "use a node Hyper-V runs as root or L1VH partition; an ordinary Hyper-V/Azure guest cannot create partitions"
+            }
+            State::DriverAbsent => {
+                "load the driver (modprobe mshv_root; needs CONFIG_MSHV_ROOT, Linux >= 6.15 or a backport) and check dmesg for mshv"
+            }
+            State::DeviceAbsent => {
+                "in a container mount the host /dev at <host-root>/dev; on the host check udev or mknod /dev/mshv c 10 <minor from /proc/misc>"
+            }
+            State::DeviceStale => {
+                "recreate the node from /sys/class/misc/mshv/dev (udevadm trigger, or rm + mknod); restart pods whose /dev is a snapshot"
+            }
+            State::PermissionDenied => {
+                "run as root in a privileged container (the DaemonSet does); check SELinux/AppArmor denials"
+            }
+            State::UnknownAbi => {
+                "use a kernel with the mainline mshv uapi (Linux >= 6.15 or a backport of it)"
+            }
+            State::Error => {
+                "read the step details and errno; check the --host-root mounts; share `probe --json` output"
+            }
         }
     }
 
@@ -380,7 +414,10 @@ impl<S: Sys> Prober<S> {
 
         let Some(node) = node else {
             ladder.skip(StepName::Open, "not attempted: no usable device node");
-            ladder.skip(StepName::Fingerprint, "not attempted: no usable device node");
+            ladder.skip(
+                StepName::Fingerprint,
+                "not attempted: no usable device node",
+            );
             ladder.skip(StepName::SelfQuery, "not attempted: no usable device node");
             return;
         };
@@ -705,7 +742,10 @@ impl<S: Sys> Prober<S> {
 
         let live = self.report_fingerprint(fingerprint, cached, ladder, report);
         if !live {
-            ladder.skip(StepName::SelfQuery, "not attempted: the fingerprint did not show a live mainline device");
+            ladder.skip(
+                StepName::SelfQuery,
+                "not attempted: the fingerprint did not show a live mainline device",
+            );
             return;
         }
         report.uapi = Some(Uapi::Mainline);
@@ -897,11 +937,14 @@ impl Ladder {
         errno: Option<i32>,
         cached: bool,
     ) {
+        // Only the deciding failure carries advice: later failures usually follow from it
+        // (no driver on a non-Hyper-V node), and advising "modprobe" there would mislead.
+        let action = self.decided.is_none().then(|| state.action().to_string());
         self.steps.push(Step {
             step,
             result: Outcome::Fail,
             detail,
-            action: Some(state.action().to_string()),
+            action,
             errno,
             cached,
         });

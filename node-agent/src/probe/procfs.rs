@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn skips_garbage_lines() {
-        assert_eq!(misc_minor("garbage\n\n-1 mshv\n 77 mshv\n", "mshv"), Some(77));
+        assert_eq!(
+            misc_minor("garbage\n\n-1 mshv\n 77 mshv\n", "mshv"),
+            Some(77)
+        );
     }
 
     #[test]

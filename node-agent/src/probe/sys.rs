@@ -197,7 +197,8 @@ impl Device for HostDevice {
         // SAFETY: `args`, `input` and `output` live across the call; in_sz/out_sz are the
         // exact sizes of the buffers behind in_ptr/out_ptr, so the kernel reads and writes
         // only inside them (mshv_ioctl_passthru_hvcall copies in_sz in and out_sz out).
-        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), MSHV_ROOT_HVCALL as libc::Ioctl, arg) };
+        let ret =
+            unsafe { libc::ioctl(self.file.as_raw_fd(), MSHV_ROOT_HVCALL as libc::Ioctl, arg) };
         let result = if ret < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -328,7 +329,9 @@ mod tests {
 
     #[test]
     fn host_stat_reports_char_devices() {
-        let info = HostSys.stat(Path::new("/dev/null")).expect("stat /dev/null");
+        let info = HostSys
+            .stat(Path::new("/dev/null"))
+            .expect("stat /dev/null");
         assert_eq!(info.kind, NodeKind::CharDevice);
         assert_eq!((info.major, info.minor), (1, 3));
         let dir = HostSys.stat(Path::new("/")).expect("stat /");
@@ -338,14 +341,18 @@ mod tests {
     #[test]
     fn ioctl_on_a_non_mshv_fd_is_rejected_not_executed() {
         // /dev/null has no ioctl handler: ENOTTY. Shows the real ioctl path and errno capture.
-        let dev = HostSys.open(Path::new("/dev/null")).expect("open /dev/null");
+        let dev = HostSys
+            .open(Path::new("/dev/null"))
+            .expect("open /dev/null");
         let err = dev
             .create_partition(&FINGERPRINT_ARGS)
             .expect_err("/dev/null must not create partitions");
         assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
         let out = dev.self_partition_property(HV_PARTITION_PROPERTY_PRIVILEGE_FLAGS);
         assert_eq!(
-            out.result.expect_err("no hvcall on /dev/null").raw_os_error(),
+            out.result
+                .expect_err("no hvcall on /dev/null")
+                .raw_os_error(),
             Some(libc::ENOTTY)
         );
         assert_eq!(out.hv_status, 0);

@@ -18,6 +18,18 @@ use serde_json::{Value, json};
 use super::PublishError;
 use crate::labels::{Desired, FIELD_MANAGER, LabelPrefix};
 
+/// Build the client the agent uses from a kube `Config` (inferred in-cluster, or a test's).
+///
+/// kube 5 wraps clients in a retry layer for 429/503/504 by default (up to 15 tries). The
+/// agent turns it off so there is exactly one retry policy to reason about: each attempt is
+/// bounded by `timeout`, and the loop's capped exponential backoff (`backoff.rs`) spaces the
+/// attempts.
+pub fn client(mut config: kube::Config, timeout: Duration) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    config.read_timeout = Some(timeout);
+    Client::try_from(config)
+}
+
 pub struct ApiPublisher {
     api: Api<Node>,
     node: String,
@@ -87,7 +99,11 @@ impl ApiPublisher {
     }
 
     /// One server-side apply of everything the agent wants on the Node.
-    pub async fn apply(&self, desired: &Desired, heartbeat: jiff::Timestamp) -> Result<(), PublishError> {
+    pub async fn apply(
+        &self,
+        desired: &Desired,
+        heartbeat: jiff::Timestamp,
+    ) -> Result<(), PublishError> {
         let body = apply_body(&self.node, desired, heartbeat);
         self.timed(
             self.api
@@ -122,11 +138,10 @@ impl ApiPublisher {
             return Ok(CleanupOutcome::default());
         }
         let patch = removal_merge_patch(&labels, &annotations);
-        self.timed(self.api.patch(
-            &self.node,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ))
+        self.timed(
+            self.api
+                .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
         .await?;
         Ok(CleanupOutcome {
             removed_by_merge_patch: labels.into_iter().chain(annotations).collect(),

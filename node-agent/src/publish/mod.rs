@@ -25,12 +25,17 @@ pub enum PublishError {
 }
 
 pub enum Publisher {
-    Api(api::ApiPublisher),
+    /// Boxed: the kube client is large and there is one publisher per process.
+    Api(Box<api::ApiPublisher>),
     Nfd(nfd::NfdPublisher),
 }
 
 impl Publisher {
-    pub async fn publish(&self, desired: &Desired, now: jiff::Timestamp) -> Result<(), PublishError> {
+    pub async fn publish(
+        &self,
+        desired: &Desired,
+        now: jiff::Timestamp,
+    ) -> Result<(), PublishError> {
         match self {
             Publisher::Api(p) => p.apply(desired, now).await,
             Publisher::Nfd(p) => p.write(desired, now),

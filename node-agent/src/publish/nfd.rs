@@ -75,8 +75,8 @@ impl NfdPublisher {
     }
 
     pub fn write(&self, desired: &Desired, now: jiff::Timestamp) -> Result<(), PublishError> {
-        let span = jiff::SignedDuration::try_from(self.expire_after)
-            .unwrap_or(jiff::SignedDuration::MAX);
+        let span =
+            jiff::SignedDuration::try_from(self.expire_after).unwrap_or(jiff::SignedDuration::MAX);
         let expiry = now.checked_add(span).unwrap_or(jiff::Timestamp::MAX);
         write_atomic(&self.dir, FEATURES_FILE, &render(desired, now, expiry)).map_err(|source| {
             PublishError::Io {

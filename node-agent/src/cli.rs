@@ -1,0 +1,347 @@
+//! Command line: `probe`, `run`, `cleanup`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::{Instrument, error, info, info_span, warn};
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::agent::{self, RunConfig};
+use crate::backoff::Backoff;
+use crate::health::{self, HealthState};
+use crate::labels::LabelPrefix;
+use crate::metrics::Metrics;
+use crate::probe::sys::HostSys;
+use crate::probe::{ProbeOptions, Prober, State, render};
+use crate::publish::Publisher;
+use crate::publish::api::ApiPublisher;
+use crate::publish::nfd::{self, NfdPublisher};
+
+/// A positive duration written like `60s`, `5m`, `1h30m` or ISO 8601 (`PT5M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+        let d = Duration::try_from(d).map_err(|_| "duration must not be negative".to_string())?;
+        if d.is_zero() {
+            return Err("duration must be greater than zero".into());
+        }
+        Ok(Self(d))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishKind {
+    /// Server-side apply on the Node object.
+    Api,
+    /// A Node Feature Discovery features.d file (nfd-worker makes the labels).
+    Nfd,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mshv-node-agent",
+    version,
+    about = "Probe /dev/mshv and label this Kubernetes node"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe once and print the result. Exit 0 capable, 1 not capable, 2 probe error.
+    Probe(ProbeArgs),
+    /// Probe periodically and publish labels (the DaemonSet mode).
+    Run(RunArgs),
+    /// Remove the agent's labels and annotation (or its NFD file): for uninstall.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Prefix of every host path (/dev, /proc, /sys), e.g. /host in a container.
+    #[arg(long, env = "HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Skip the optional read-only self partition-property query (MSHV_ROOT_HVCALL).
+    #[arg(long)]
+    pub no_self_query: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Prefix of the labels and of the annotation.
+    #[arg(long, default_value_t = LabelPrefix::default())]
+    pub label_prefix: LabelPrefix,
+    /// Where the labels go.
+    #[arg(long, value_enum, default_value_t = PublishKind::Api)]
+    pub publish: PublishKind,
+    /// nfd-worker's features.d directory (with --publish nfd).
+    #[arg(long, default_value = nfd::DEFAULT_DIR)]
+    pub nfd_dir: PathBuf,
+    /// Give up on one API request after this long (it is retried with backoff).
+    #[arg(long, default_value = "10s")]
+    pub api_timeout: HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// This node's name (the DaemonSet passes spec.nodeName through the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Time between probes.
+    #[arg(long, default_value = "60s")]
+    pub interval: HumanDuration,
+    /// Rewrite unchanged labels and the annotation's heartbeat at least this often.
+    #[arg(long, default_value = "5m")]
+    pub heartbeat: HumanDuration,
+    /// Reuse the fingerprint ioctl result for the same device node this long (some
+    /// kernels log every MSHV_CREATE_PARTITION call).
+    #[arg(long, default_value = "1h")]
+    pub fingerprint_interval: HumanDuration,
+    /// Longest wait between retries of a failed publication.
+    #[arg(long, default_value = "2m")]
+    pub max_backoff: HumanDuration,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log level of the agent (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info", env = "LOG_LEVEL")]
+    pub log_level: LevelFilter,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    #[arg(long, default_value = "info", env = "LOG_LEVEL")]
+    pub log_level: LevelFilter,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Probe(args) => probe(&args),
+        Command::Run(args) => {
+            crate::logging::init_json(args.log_level);
+            let span = info_span!("agent", node = %args.node_name);
+            block_on(logged(run(args)).instrument(span))
+        }
+        Command::Cleanup(args) => {
+            crate::logging::init_json(args.log_level);
+            let span = info_span!("agent", node = %args.node_name);
+            block_on(logged(cleanup(args)).instrument(span))
+        }
+    }
+}
+
+/// Log a fatal error inside the caller's span, so even the last line names the node.
+async fn logged(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let result = fut.await;
+    if let Err(e) = &result {
+        error!(error = format!("{e:#}"), "exiting");
+    }
+    result
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mshv-node-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread is plenty: the agent sleeps almost all the time.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn probe_options(host: &HostArgs, fingerprint_max_age: Duration) -> ProbeOptions {
+    ProbeOptions {
+        host_root: host.host_root.clone(),
+        self_query: !host.no_self_query,
+        fingerprint_max_age,
+    }
+}
+
+fn probe(args: &ProbeArgs) -> ExitCode {
+    let mut prober = Prober::new(HostSys, probe_options(&args.host, Duration::ZERO));
+    let report = prober.probe();
+    let out = if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("mshv-node-agent: cannot encode the report: {e}");
+                return ExitCode::from(State::Error.exit_code());
+            }
+        }
+    } else {
+        render::human(&report)
+    };
+    print!("{out}");
+    ExitCode::from(report.state.exit_code())
+}
+
+async fn kube_client(timeout: Duration) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer()
+        .await
+        .context("finding Kubernetes credentials (in-cluster service account or KUBECONFIG)")?;
+    crate::publish::api::client(config, timeout).context("building the Kubernetes client")
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let health = Arc::new(HealthState::new(Metrics::new()));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        health::serve(listener, Arc::clone(&health), async move {
+            let _ = stop_rx.changed().await;
+        })
+        .in_current_span(),
+    );
+
+    let interval = args.interval.0;
+    let heartbeat = args.heartbeat.0;
+    let publisher = match args.publish.publish {
+        PublishKind::Api => {
+            let client = kube_client(args.publish.api_timeout.0).await?;
+            Publisher::Api(Box::new(ApiPublisher::new(
+                client,
+                args.node_name.clone(),
+                args.publish.api_timeout.0,
+            )))
+        }
+        // Three heartbeats: a live agent rewrites long before expiry, a dead one's labels
+        // disappear within ~15 minutes at the defaults.
+        PublishKind::Nfd => Publisher::Nfd(NfdPublisher::new(
+            args.publish.nfd_dir.clone(),
+            heartbeat.saturating_mul(3).max(interval.saturating_mul(3)),
+        )),
+    };
+    let cfg = RunConfig {
+        interval,
+        heartbeat,
+        prefix: args.publish.label_prefix.clone(),
+        backoff_base: Duration::from_millis(500).min(interval),
+        backoff_cap: args.max_backoff.0,
+    };
+    let mut prober = Prober::new(
+        HostSys,
+        probe_options(&args.host, args.fingerprint_interval.0),
+    );
+    agent::run(&mut prober, &publisher, &cfg, &health, shutdown_signal()).await;
+
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "metrics server stopped with an error"),
+        Err(e) => warn!(error = %e, "metrics server task failed"),
+    }
+    Ok(())
+}
+
+/// SIGTERM (kubelet) or SIGINT (a person). If the handlers cannot be installed the agent
+/// still runs; it is then stopped by SIGKILL after the grace period, which is harmless.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot install signal handlers");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    match args.publish.publish {
+        PublishKind::Nfd => {
+            let publisher = NfdPublisher::new(args.publish.nfd_dir.clone(), Duration::ZERO);
+            let existed = publisher.remove()?;
+            info!(path = %publisher.path().display(), existed, "NFD features file removed");
+            Ok(())
+        }
+        PublishKind::Api => {
+            let client = kube_client(args.publish.api_timeout.0).await?;
+            let publisher =
+                ApiPublisher::new(client, args.node_name.clone(), args.publish.api_timeout.0);
+            // A few quick retries: uninstall hooks should not hang for minutes.
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+            let attempts = 5;
+            for attempt in 1..=attempts {
+                match publisher.cleanup(&args.publish.label_prefix).await {
+                    Ok(outcome) => {
+                        info!(
+                            extra_removed = ?outcome.removed_by_merge_patch,
+                            "released the agent's labels and annotation"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) if attempt < attempts => {
+                        let delay = backoff.next_delay();
+                        warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "cleanup failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(e) => {
+                        return Err(e).context(format!(
+                            "removing labels from node {} after {attempts} attempts",
+                            args.node_name
+                        ));
+                    }
+                }
+            }
+            bail!("cleanup made no attempt")
+        }
+    }
+}

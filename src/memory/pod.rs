@@ -1,0 +1,281 @@
+//! Planning the mshv delta for a VMI and adding it to its virt-launcher Pod.
+//!
+//! [`apply`] edits the raw Pod JSON the way KubeVirt's `ResourceRenderer` placed its own overhead
+//! (`pkg/virt-controller/services/renderresources.go`):
+//! - `WithMemoryOverhead` (no hugepages): the overhead is added to the compute container's
+//!   `resources.requests.memory` unless the VMI sets
+//!   `spec.domain.resources.overcommitGuestOverhead: true`, and to `resources.limits.memory`
+//!   when a limit exists;
+//! - `WithHugePages`: the `memory` request holds only the overhead (guest memory is in
+//!   `hugepages-<size>`) and is set whatever `overcommitGuestOverhead` says; an existing memory
+//!   limit gets the overhead too.
+//!
+//! The delta lands in the same places. The edit is idempotent: the delta added is recorded in
+//! [`ADDED_ANNOTATION`], and a Pod that already carries it receives only the difference.
+
+use serde_json::{Map, Value};
+
+use super::kubevirt::{OverheadBreakdown, guest_memory_bytes, kubevirt_overhead, vcpus};
+use super::mshv::{MshvTerms, mshv_delta};
+use super::{KubeVirtMemoryConfig, MemoryError, present, quantity_value};
+use crate::quantity::Quantity;
+
+/// KubeVirt's overhead plus the mshv delta, in bytes (written by [`apply`]).
+pub const TOTAL_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-bytes";
+/// The mshv delta [`apply`] added to the Pod, in bytes; makes [`apply`] idempotent.
+pub const ADDED_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-added-bytes";
+/// KubeVirt's own overhead report (feature gate `VmiMemoryOverheadReport`, v1.8+); kept in step.
+pub const KUBEVIRT_OVERHEAD_ANNOTATION: &str = "kubevirt.io/memory-overhead-bytes";
+
+/// What [`apply`] adds to a Pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MshvMemoryPlan {
+    /// KubeVirt's own overhead, term by term.
+    pub kubevirt: OverheadBreakdown,
+    /// The mshv delta in bytes.
+    pub delta: u64,
+    /// `kubevirt.total + delta` (saturating).
+    pub total: u64,
+}
+
+/// Computes KubeVirt's overhead and the mshv delta for the VMI. The guest memory is only read
+/// (and required) when `terms.guest_memory_ppm > 0`.
+pub fn plan(
+    vmi: &Value,
+    kv: &KubeVirtMemoryConfig,
+    terms: &MshvTerms,
+) -> Result<MshvMemoryPlan, MemoryError> {
+    let kubevirt = kubevirt_overhead(vmi, kv)?;
+    let guest = if terms.guest_memory_ppm == 0 {
+        0
+    } else {
+        guest_memory_bytes(vmi)?
+    };
+    let delta = mshv_delta(terms, vcpus(vmi), guest);
+    let total = kubevirt.total.saturating_add(delta);
+    Ok(MshvMemoryPlan {
+        kubevirt,
+        delta,
+        total,
+    })
+}
+
+/// Adds `plan.delta` to the compute container `spec.containers[compute_index]` (see the module
+/// documentation for where), bumps [`KUBEVIRT_OVERHEAD_ANNOTATION`] when present, and writes
+/// [`TOTAL_ANNOTATION`] and [`ADDED_ANNOTATION`].
+///
+/// Idempotent: with [`ADDED_ANNOTATION`] = P already on the Pod, `delta − P` is added instead,
+/// so a second call changes nothing. Memory values that change are written back as plain
+/// integer byte strings; values that do not change keep their text. Nothing is removed.
+///
+/// Errors (and leaves the Pod untouched) when a memory value or one of the annotations does not
+/// parse, when the container is missing, when the VMI itself carries [`ADDED_ANNOTATION`]
+/// (KubeVirt copies VMI annotations to the Pod, so it would fake "already applied"), or when
+/// taking back an earlier, larger delta would go below zero.
+pub fn apply(
+    pod: &mut Value,
+    compute_index: usize,
+    vmi: &Value,
+    plan: &MshvMemoryPlan,
+) -> Result<(), MemoryError> {
+    if present(vmi, &["metadata", "annotations", ADDED_ANNOTATION]).is_some() {
+        return Err(MemoryError::ReservedAnnotationOnVmi {
+            key: ADDED_ANNOTATION,
+        });
+    }
+    let previous = match present(pod, &["metadata", "annotations", ADDED_ANNOTATION]) {
+        None => 0,
+        Some(v) => byte_count(v).ok_or_else(|| MemoryError::InvalidAnnotation {
+            key: ADDED_ANNOTATION,
+            value: v.to_string(),
+        })?,
+    };
+    let adjustment = i128::from(plan.delta) - i128::from(previous);
+
+    let hugepages = present(vmi, &["spec", "domain", "memory", "hugepages"]).is_some();
+    let overcommit = present(
+        vmi,
+        &["spec", "domain", "resources", "overcommitGuestOverhead"],
+    ) == Some(&Value::Bool(true));
+    let into_request = hugepages || !overcommit;
+
+    // Compute every new value before touching the Pod.
+    let base = format!("spec.containers[{compute_index}].resources");
+    let container = present(pod, &["spec", "containers"])
+        .and_then(Value::as_array)
+        .and_then(|c| c.get(compute_index))
+        .filter(|c| c.is_object())
+        .ok_or(MemoryError::MissingContainer {
+            index: compute_index,
+        })?;
+    let resources = match present(container, &["resources"]) {
+        None => None,
+        Some(r) if r.is_object() => Some(r),
+        Some(_) => {
+            return Err(MemoryError::InvalidField {
+                path: base,
+                expected: "an object",
+            });
+        }
+    };
+    let current = |list: &str| -> Result<Option<Quantity>, MemoryError> {
+        let path = format!("{base}.{list}.memory");
+        match resources.and_then(|r| present(r, &[list])) {
+            None => Ok(None),
+            Some(l) if !l.is_object() => Err(MemoryError::InvalidField {
+                path: format!("{base}.{list}"),
+                expected: "an object",
+            }),
+            Some(l) => match present(l, &["memory"]) {
+                None => Ok(None),
+                Some(m) => quantity_value(m, &path).map(Some),
+            },
+        }
+    };
+    let request = current("requests")?;
+    let limit = current("limits")?;
+    let new_request = if into_request && adjustment != 0 {
+        let old = request.unwrap_or(Quantity::ZERO);
+        Some(shifted(
+            old,
+            adjustment,
+            &format!("{base}.requests.memory"),
+        )?)
+    } else {
+        None
+    };
+    let new_limit = match limit {
+        Some(old) if adjustment != 0 => {
+            Some(shifted(old, adjustment, &format!("{base}.limits.memory"))?)
+        }
+        _ => None,
+    };
+    let new_kubevirt_report = match present(
+        pod,
+        &["metadata", "annotations", KUBEVIRT_OVERHEAD_ANNOTATION],
+    ) {
+        Some(v) if adjustment != 0 => {
+            let old = v
+                .as_str()
+                .and_then(|s| crate::quantity::parse(s).ok())
+                .ok_or_else(|| MemoryError::InvalidAnnotation {
+                    key: KUBEVIRT_OVERHEAD_ANNOTATION,
+                    value: v.to_string(),
+                })?;
+            Some(shifted(old, adjustment, KUBEVIRT_OVERHEAD_ANNOTATION)?)
+        }
+        _ => None,
+    };
+    // The annotation map must be writable before anything changes.
+    if !matches!(present(pod, &["metadata"]), None | Some(Value::Object(_))) {
+        return Err(MemoryError::InvalidField {
+            path: "metadata".into(),
+            expected: "an object",
+        });
+    }
+    if !matches!(
+        present(pod, &["metadata", "annotations"]),
+        None | Some(Value::Object(_))
+    ) {
+        return Err(MemoryError::InvalidField {
+            path: "metadata.annotations".into(),
+            expected: "an object",
+        });
+    }
+
+    // Write.
+    if new_request.is_some() || new_limit.is_some() {
+        let container = pod
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("containers"))
+            .and_then(|c| c.get_mut(compute_index))
+            .ok_or(MemoryError::MissingContainer {
+                index: compute_index,
+            })?;
+        if let Some(v) = new_request {
+            set_resource(container, "requests", v)?;
+        }
+        if let Some(v) = new_limit {
+            set_resource(container, "limits", v)?;
+        }
+    }
+    let annotations = annotations_mut(pod)?;
+    if let Some(v) = new_kubevirt_report {
+        annotations.insert(KUBEVIRT_OVERHEAD_ANNOTATION.into(), Value::String(v));
+    }
+    annotations.insert(
+        TOTAL_ANNOTATION.into(),
+        Value::String(plan.total.to_string()),
+    );
+    annotations.insert(
+        ADDED_ANNOTATION.into(),
+        Value::String(plan.delta.to_string()),
+    );
+    Ok(())
+}
+
+/// A byte count annotation: a string of decimal digits.
+fn byte_count(v: &Value) -> Option<u64> {
+    let s = v.as_str()?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `old + adjustment` rounded up to whole bytes, as a plain integer string.
+fn shifted(old: Quantity, adjustment: i128, path: &str) -> Result<String, MemoryError> {
+    if old.is_negative() {
+        return Err(MemoryError::NegativeQuantity {
+            path: path.to_string(),
+            value: old.to_string(),
+        });
+    }
+    let new = old
+        .value_ceil()
+        .checked_add(adjustment)
+        .ok_or(MemoryError::Overflow { what: "memory" })?;
+    if new < 0 {
+        return Err(MemoryError::NegativeResult {
+            path: path.to_string(),
+        });
+    }
+    Ok(new.to_string())
+}
+
+/// Sets `container.resources.<list>.memory`, creating the objects it needs.
+fn set_resource(container: &mut Value, list: &str, value: String) -> Result<(), MemoryError> {
+    let invalid = |path: &str| MemoryError::InvalidField {
+        path: path.to_string(),
+        expected: "an object",
+    };
+    let obj = container
+        .as_object_mut()
+        .ok_or_else(|| invalid("container"))?;
+    let resources = object_entry(obj, "resources").ok_or_else(|| invalid("resources"))?;
+    let list_obj = object_entry(resources, list).ok_or_else(|| invalid(list))?;
+    list_obj.insert("memory".into(), Value::String(value));
+    Ok(())
+}
+
+/// `obj[key]` as an object, created when absent or null; `None` when it is something else.
+fn object_entry<'m>(
+    obj: &'m mut Map<String, Value>,
+    key: &str,
+) -> Option<&'m mut Map<String, Value>> {
+    let entry = obj.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if entry.is_null() {
+        *entry = Value::Object(Map::new());
+    }
+    entry.as_object_mut()
+}
+
+fn annotations_mut(pod: &mut Value) -> Result<&mut Map<String, Value>, MemoryError> {
+    let invalid = |path: &str| MemoryError::InvalidField {
+        path: path.to_string(),
+        expected: "an object",
+    };
+    let root = pod.as_object_mut().ok_or_else(|| invalid("pod"))?;
+    let metadata = object_entry(root, "metadata").ok_or_else(|| invalid("metadata"))?;
+    object_entry(metadata, "annotations").ok_or_else(|| invalid("metadata.annotations"))
+}
