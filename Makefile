@@ -68,7 +68,7 @@ lint:
 ## bench: one table for the policy (vs the floor) and one for the agent
 bench: policy.wasm floor.wasm
 	cargo bench -q --bench policy
-	cargo run -q --release -p mshv-node-agent --example bench
+	cargo bench -q -p mshv-node-agent --bench agent
 
 ## fuzz: the native entry point with FUZZ_CASES generated inputs, then the real .wasm
 fuzz: policy.wasm

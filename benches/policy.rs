@@ -54,6 +54,18 @@ const SCENARIOS: &[Scenario] = &[
         session: Some("tests/data/sessions/nodes-capable.yml"),
     },
     Scenario {
+        name: "record-only (opt-out)",
+        request: "tests/data/launcher-opt-out.json",
+        settings: r#"{"gate":{"mode":"enabled"}}"#,
+        session: None,
+    },
+    Scenario {
+        name: "full-mshv-default-settings",
+        request: "tests/data/launcher-v1.5.json",
+        settings: "{}",
+        session: Some("tests/data/sessions/kv-per-pod.yml"),
+    },
+    Scenario {
         name: "full-mshv-1000-nodes",
         request: "tests/data/launcher-v1.8-kvm.json",
         settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true}"#,

@@ -148,8 +148,17 @@ pub fn is_capable(node: &Node, settings: &Settings) -> bool {
     labelled && ready && !node.spec.unschedulable && allocatable
 }
 
-/// Names of the capable nodes. One fixed request per policy: `<nodeLabel>=true`.
-pub fn capable_nodes(host: &dyn Host, settings: &Settings) -> Result<Vec<String>, LookupError> {
+/// The first capable node's name, or `None`. One fixed request per policy: `<nodeLabel>=true`.
+///
+/// The decision needs one capable node, not all of them, so the reply is read only up to the
+/// first one: with a thousand labelled nodes the guest would otherwise build a thousand Node
+/// structs (megabytes of JSON) on every launcher admission. The rest of the reply, already
+/// validated by the host that serialised it, is not read.
+pub fn first_capable_node(
+    host: &dyn Host,
+    settings: &Settings,
+) -> Result<Option<String>, LookupError> {
+    let what = || format!("listing Nodes labelled {}=true", settings.node_label);
     let req = ListAllResourcesRequest {
         api_version: "v1".to_string(),
         kind: "Node".to_string(),
@@ -157,18 +166,83 @@ pub fn capable_nodes(host: &dyn Host, settings: &Settings) -> Result<Vec<String>
         field_selector: None,
         field_masks: masks(&NODE_FIELD_MASKS),
     };
-    let list: List<Node> = call(
-        host,
-        || format!("listing Nodes labelled {}=true", settings.node_label),
-        "list_resources_all",
-        &req,
-    )?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|n| is_capable(n, settings))
-        .map(|n| n.metadata.name)
-        .collect())
+    let body = serde_json::to_vec(&req).map_err(|e| LookupError {
+        what: what(),
+        cause: e.to_string(),
+    })?;
+    let reply = host
+        .call("list_resources_all", &body)
+        .map_err(|cause| LookupError {
+            what: what(),
+            cause,
+        })?;
+    scan_nodes(&reply, settings).map_err(|e| LookupError {
+        what: what(),
+        cause: format!("unreadable reply: {e}"),
+    })
+}
+
+/// Reads `{"items": [Node, ...], ...}` until a capable node is found.
+fn scan_nodes(reply: &[u8], settings: &Settings) -> Result<Option<String>, serde_json::Error> {
+    use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess};
+
+    struct Scan<'s> {
+        settings: &'s Settings,
+        found: Option<String>,
+    }
+
+    impl<'de> de::Visitor<'de> for &mut Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a NodeList")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<str>>()? {
+                if key == "items" {
+                    map.next_value_seed(&mut *self)?;
+                    if self.found.is_some() {
+                        return Ok(());
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(node) = seq.next_element::<Node>()? {
+                if is_capable(&node, self.settings) {
+                    self.found = Some(node.metadata.name);
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(()) // "items": null
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for &mut Scan<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    let mut scan = Scan {
+        settings,
+        found: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(reply);
+    let read = de.deserialize_map(&mut scan).and_then(|()| de.end());
+    match (scan.found, read) {
+        // Stopping early leaves the JSON unfinished, which serde_json reports: the answer
+        // is already known, so that report is not an error.
+        (Some(name), _) => Ok(Some(name)),
+        (None, Ok(())) => Ok(None),
+        (None, Err(e)) => Err(e),
+    }
 }
 
 // ---- KubeVirt CR ---------------------------------------------------------------------------
@@ -371,39 +445,87 @@ mod tests {
                           "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]}})
     }
 
-    #[test]
-    fn capable_nodes_filters_and_sends_the_fixed_request() {
-        let host = FakeHost::default().with(
-            "list_resources_all/Node",
-            Ok(json!({"items": [
-                node("ok", "True", false, Some("1000")),
-                node("notready", "False", false, Some("1000")),
-                node("cordoned", "True", true, Some("1000")),
-                node("noalloc", "True", false, Some("0")),
-                node("missing", "True", false, None),
-                {"metadata": {"name": "unlabelled"}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                    "allocatable": {"devices.kubevirt.io/mshv": "1k"}}},
-            ]})),
-        );
-        let s = Settings::default();
-        assert_eq!(capable_nodes(&host, &s).unwrap(), ["ok"]);
-        let calls = host.calls.borrow();
-        assert_eq!(
-            calls[0].1,
-            json!({"api_version": "v1", "kind": "Node",
-                "label_selector": "mshv.node.hyperv-layered.io/capable=true", "field_selector": null,
-                "field_masks": ["metadata.name", "spec.unschedulable", "status.allocatable", "status.conditions"]})
-        );
+    fn nodes_reply(nodes: Vec<Value>) -> FakeHost {
+        FakeHost::default().with("list_resources_all/Node", Ok(json!({"items": nodes})))
+    }
 
+    #[test]
+    fn node_rules_and_the_fixed_request() {
+        let s = Settings::default();
         let relaxed = Settings {
             require_allocatable: false,
             ..Settings::default()
         };
-        drop(calls);
+        let unlabelled = json!({"metadata": {"name": "unlabelled"}, "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "allocatable": {"devices.kubevirt.io/mshv": "1k"}}});
+        let cases = [
+            (node("ok", "True", false, Some("1000")), true, true),
+            (node("k", "True", false, Some("1k")), true, true),
+            (node("notready", "False", false, Some("1000")), false, false),
+            (node("cordoned", "True", true, Some("1000")), false, false),
+            (node("noalloc", "True", false, Some("0")), false, true),
+            (node("garbage", "True", false, Some("lots")), false, true),
+            (node("missing", "True", false, None), false, true),
+            (unlabelled, false, false),
+        ];
+        for (n, strict, loose) in cases {
+            let name = n["metadata"]["name"].as_str().unwrap().to_string();
+            let want = |b: bool| b.then(|| name.clone());
+            let host = nodes_reply(vec![n.clone()]);
+            assert_eq!(
+                first_capable_node(&host, &s).unwrap(),
+                want(strict),
+                "{name}"
+            );
+            assert_eq!(
+                first_capable_node(&host, &relaxed).unwrap(),
+                want(loose),
+                "{name} relaxed"
+            );
+        }
+        let host = nodes_reply(vec![]);
+        assert_eq!(first_capable_node(&host, &s).unwrap(), None);
         assert_eq!(
-            capable_nodes(&host, &relaxed).unwrap(),
-            ["ok", "noalloc", "missing"]
+            host.calls.borrow()[0].1,
+            json!({"api_version": "v1", "kind": "Node",
+                "label_selector": "mshv.node.hyperv-layered.io/capable=true", "field_selector": null,
+                "field_masks": ["metadata.name", "spec.unschedulable", "status.allocatable", "status.conditions"]})
         );
+    }
+
+    #[test]
+    fn node_scan_stops_at_the_first_capable_node() {
+        let s = Settings::default();
+        let list =
+            |items: &str| format!(r#"{{"kind":"NodeList","metadata":{{}},"items":[{items}]}}"#);
+        let ok = node("ok", "True", false, Some("1000")).to_string();
+        let bad = node("bad", "False", false, Some("1000")).to_string();
+        // Found after skipping a non-capable node; what follows it is never read.
+        let reply = list(&format!("{bad},{ok},this is not JSON"));
+        assert_eq!(
+            scan_nodes(reply.as_bytes(), &s).unwrap().as_deref(),
+            Some("ok")
+        );
+        // Without a capable node the whole reply must be valid.
+        assert!(scan_nodes(list(&format!("{bad},oops")).as_bytes(), &s).is_err());
+        assert!(scan_nodes(format!("{} trailing", list(&bad)).as_bytes(), &s).is_err());
+        assert_eq!(scan_nodes(list(&bad).as_bytes(), &s).unwrap(), None);
+        assert_eq!(scan_nodes(br#"{"items":null}"#, &s).unwrap(), None);
+        assert_eq!(scan_nodes(br#"{}"#, &s).unwrap(), None);
+        for garbage in [
+            &b""[..],
+            b"[]",
+            b"\"x\"",
+            b"{\"items\":5}",
+            b"{\"items\":[5]}",
+        ] {
+            assert!(
+                scan_nodes(garbage, &s).is_err(),
+                "{}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
     }
 
     #[test]
@@ -411,7 +533,7 @@ mod tests {
         let host = FakeHost::default()
             .with("list_resources_all/Node", Err("forbidden"))
             .with("list_resources_all/KubeVirt", Ok(json!("garbage")));
-        let e = capable_nodes(&host, &Settings::default()).unwrap_err();
+        let e = first_capable_node(&host, &Settings::default()).unwrap_err();
         assert!(e.to_string().contains("listing Nodes"), "{e}");
         assert!(e.to_string().contains("forbidden"), "{e}");
         let e = kubevirt_cr(&host).unwrap_err();

@@ -63,8 +63,8 @@ pub fn gate_from_kubevirt(kv: Option<&Value>, settings: &Settings) -> GateState 
 /// What the decision may ask of the cluster. Implementations cache: each fact is fetched once.
 pub trait Facts {
     fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError>;
-    /// Names of capable nodes.
-    fn capable_nodes(&mut self) -> Result<&[String], LookupError>;
+    /// Whether at least one node is capable.
+    fn has_capable_node(&mut self) -> Result<bool, LookupError>;
     /// The source launcher's hypervisor for a migration target, `None` when unknown.
     fn migration_source(&mut self, launcher: &Launcher) -> Result<Option<Hypervisor>, LookupError>;
 }
@@ -169,12 +169,12 @@ pub fn decide(settings: &Settings, launcher: &Launcher, facts: &mut dyn Facts) -
 
 /// KubeVirt already renders mshv; there is nothing to fall back to, only scheduling to steer.
 fn decide_cluster_mshv(settings: &Settings, launcher: &Launcher, facts: &mut dyn Facts) -> Verdict {
-    match facts.capable_nodes() {
+    match facts.has_capable_node() {
         Err(e) => on_lookup_error(settings, launcher, &e),
-        Ok(nodes) => {
+        Ok(any) => {
             let mut d = Decision::keep(launcher, Reason::ClusterMshv);
             d.require_capable_node = true;
-            if nodes.is_empty() {
+            if !any {
                 d.reason = Reason::NoCapableNode;
                 d = d.warn(no_capable_node_warning(settings, launcher));
             }
@@ -202,9 +202,11 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
             }
             Ok(Some(Hypervisor::Mshv)) => {
                 let d = Decision::mshv(Reason::MigrationSourceMshv);
-                match facts.capable_nodes() {
-                    Ok([]) => Verdict::Decided(d.warn(no_capable_node_warning(settings, launcher))),
-                    Ok(_) => Verdict::Decided(d),
+                match facts.has_capable_node() {
+                    Ok(false) => {
+                        Verdict::Decided(d.warn(no_capable_node_warning(settings, launcher)))
+                    }
+                    Ok(true) => Verdict::Decided(d),
                     // The target must be mshv either way; the node list only fed a warning.
                     Err(e) => Verdict::Decided(d.warn(format!("hyperv-layered: {e}"))),
                 }
@@ -220,10 +222,10 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
     if launcher.hypervisor_flag != HypervisorFlag::Absent && !settings.per_pod_hypervisor {
         return Verdict::Decided(Decision::keep(launcher, Reason::LauncherPinsKvm));
     }
-    match facts.capable_nodes() {
+    match facts.has_capable_node() {
         Err(e) => on_lookup_error(settings, launcher, &e),
-        Ok([]) => Verdict::Decided(Decision::keep(launcher, Reason::NoCapableNode)),
-        Ok(_) => Verdict::Decided(Decision::mshv(Reason::Selected)),
+        Ok(false) => Verdict::Decided(Decision::keep(launcher, Reason::NoCapableNode)),
+        Ok(true) => Verdict::Decided(Decision::mshv(Reason::Selected)),
     }
 }
 
@@ -235,7 +237,7 @@ mod tests {
     #[derive(Default)]
     struct Scripted {
         kubevirt: Option<Result<Option<Value>, LookupError>>,
-        nodes: Option<Result<Vec<String>, LookupError>>,
+        nodes: Option<Result<bool, LookupError>>,
         source: Option<Result<Option<Hypervisor>, LookupError>>,
         asked: Vec<&'static str>,
     }
@@ -255,12 +257,9 @@ mod tests {
                 Err(e) => Err(e.clone()),
             }
         }
-        fn capable_nodes(&mut self) -> Result<&[String], LookupError> {
+        fn has_capable_node(&mut self) -> Result<bool, LookupError> {
             self.asked.push("nodes");
-            match self.nodes.as_ref().expect("unexpected node lookup") {
-                Ok(v) => Ok(v.as_slice()),
-                Err(e) => Err(e.clone()),
-            }
+            self.nodes.clone().expect("unexpected node lookup")
         }
         fn migration_source(&mut self, _: &Launcher) -> Result<Option<Hypervisor>, LookupError> {
             self.asked.push("source");
@@ -296,8 +295,8 @@ mod tests {
         s
     }
 
-    fn nodes(n: usize) -> Option<Result<Vec<String>, LookupError>> {
-        Some(Ok((0..n).map(|i| format!("n{i}")).collect()))
+    fn nodes(n: usize) -> Option<Result<bool, LookupError>> {
+        Some(Ok(n > 0))
     }
 
     fn decided(v: Verdict) -> Decision {

@@ -6,10 +6,7 @@
 //! `kubevirt.io/domain: <VMI name>`. Hotplug (`kubevirt.io: hotplug-disk`) and export
 //! (`kubevirt.io: virt-exporter`) Pods share the `kubevirt.io` label key and are not launchers.
 
-use serde::Deserialize;
 use serde_json::Value;
-use std::borrow::Cow;
-use std::collections::HashMap;
 
 use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY};
 use crate::settings::Settings;
@@ -21,29 +18,6 @@ pub const MIGRATION_JOB_LABEL: &str = "kubevirt.io/migrationJobUID";
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 pub const COMPUTE_CONTAINER: &str = "compute";
 pub const HYPERVISOR_FLAG: &str = "--hypervisor";
-
-/// The least of a Pod that tells whether it can be a launcher, parsed without building the
-/// whole object: most Pods stop here.
-#[derive(Deserialize, Default)]
-pub struct ObjectHead<'a> {
-    #[serde(default, borrow)]
-    metadata: MetaHead<'a>,
-}
-
-#[derive(Deserialize, Default)]
-struct MetaHead<'a> {
-    #[serde(default, borrow)]
-    labels: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
-}
-
-impl ObjectHead<'_> {
-    /// True when the Pod carries `kubevirt.io: virt-launcher` and a `created-by` label.
-    pub fn may_be_launcher(&self) -> bool {
-        self.metadata.labels.as_ref().is_some_and(|l| {
-            l.get(APP_LABEL).is_some_and(|v| v == LAUNCHER_APP) && l.contains_key(CREATED_BY_LABEL)
-        })
-    }
-}
 
 /// Where the launcher's hypervisor choice sits in the compute container's command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,18 +283,5 @@ mod tests {
             l.namespace, "default",
             "falls back to the object's namespace"
         );
-    }
-
-    #[test]
-    fn head_spots_candidates_cheaply() {
-        let raw = launcher_pod().to_string();
-        let head: ObjectHead = serde_json::from_str(&raw).unwrap();
-        assert!(head.may_be_launcher());
-        let head: ObjectHead =
-            serde_json::from_str(r#"{"metadata":{"labels":{"kubevirt.io":"virt-launcher"}}}"#)
-                .unwrap();
-        assert!(!head.may_be_launcher());
-        let head: ObjectHead = serde_json::from_str(r#"{"metadata":{}}"#).unwrap();
-        assert!(!head.may_be_launcher());
     }
 }

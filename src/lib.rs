@@ -33,7 +33,10 @@ mod guest {
 
     fn validate(payload: &[u8]) -> CallResult {
         let response = crate::policy::evaluate(payload, &crate::cluster::WapcHost);
-        Ok(serde_json::to_vec(&response)?)
+        // A mutated Pod is about as large as the request: size the buffer once.
+        let mut out = Vec::with_capacity(payload.len() + 512);
+        serde_json::to_writer(&mut out, &response)?;
+        Ok(out)
     }
 
     fn validate_settings(payload: &[u8]) -> CallResult {

@@ -3,8 +3,9 @@
 //! The host diffs the returned object against the original to build the JSON Patch, so the Pod
 //! is edited in place as a `serde_json::Value`: a typed round-trip would drop fields k8s-openapi
 //! does not know and turn them into `remove` ops. Every edit is written so that applying it to
-//! its own result changes nothing. The one thing removed is the KVM device request, which the
-//! mshv device replaces.
+//! its own result changes nothing, and every edit says whether it changed anything, so the
+//! caller knows whether there is a mutation without keeping and comparing a copy of the Pod.
+//! The one thing removed is the KVM device request, which the mshv device replaces.
 
 use serde_json::{Map, Value, json};
 
@@ -62,18 +63,28 @@ pub fn object_path<'v>(
     Ok(cur)
 }
 
+/// Sets `map[key] = value`; true when that changed the map.
+fn set(map: &mut Map<String, Value>, key: &str, value: &str) -> bool {
+    if map.get(key).and_then(Value::as_str) == Some(value) {
+        return false;
+    }
+    map.insert(key.to_string(), Value::String(value.to_string()));
+    true
+}
+
 /// Writes the decision record: label and annotation `hyperv-layered.io/hypervisor`, annotation
-/// `hyperv-layered.io/reason`.
-pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<(), ShapeError> {
-    let hv = Value::String(hypervisor.as_str().to_string());
-    object_path(pod, &["metadata", "labels"])?.insert(HYPERVISOR_KEY.to_string(), hv.clone());
-    let annotations = object_path(pod, &["metadata", "annotations"])?;
-    annotations.insert(HYPERVISOR_KEY.to_string(), hv);
-    annotations.insert(
-        REASON_KEY.to_string(),
-        Value::String(reason.as_str().to_string()),
+/// `hyperv-layered.io/reason`. True when the Pod changed.
+pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<bool, ShapeError> {
+    let hv = hypervisor.as_str();
+    let label = set(
+        object_path(pod, &["metadata", "labels"])?,
+        HYPERVISOR_KEY,
+        hv,
     );
-    Ok(())
+    let annotations = object_path(pod, &["metadata", "annotations"])?;
+    let annotation = set(annotations, HYPERVISOR_KEY, hv);
+    let why = set(annotations, REASON_KEY, reason.as_str());
+    Ok(label | annotation | why)
 }
 
 fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, ShapeError> {
@@ -87,6 +98,7 @@ fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, Shap
 /// Rewrites the compute container for mshv: in both resource maps (the API server demands
 /// requests == limits for extended resources) the KVM device becomes the mshv device, and the
 /// value of `--hypervisor`, when the launcher takes one, becomes `hypervisor_arg`.
+/// True when the Pod changed.
 pub fn switch_to_mshv(
     pod: &mut Value,
     compute: usize,
@@ -94,40 +106,35 @@ pub fn switch_to_mshv(
     kvm_resource: &str,
     mshv_resource: &str,
     hypervisor_arg: &str,
-) -> Result<(), ShapeError> {
+) -> Result<bool, ShapeError> {
     let container = compute_container(pod, compute)?;
+    let mut changed = false;
     for map in ["limits", "requests"] {
         let resources = object_path(container, &["resources", map])?;
-        resources.remove(kvm_resource);
-        resources.insert(mshv_resource.to_string(), Value::String("1".to_string()));
+        changed |= resources.remove(kvm_resource).is_some();
+        changed |= set(resources, mshv_resource, "1");
     }
-    let command = |i: usize| format!("/command/{i}");
-    match flag {
-        HypervisorFlag::Absent => {}
-        HypervisorFlag::Separate(i) => {
-            let slot = container
-                .pointer_mut(&command(i))
-                .ok_or_else(|| ShapeError {
-                    path: format!("spec.containers[{compute}].command[{i}]"),
-                })?;
-            *slot = Value::String(hypervisor_arg.to_string());
-        }
-        HypervisorFlag::Joined(i) => {
-            let slot = container
-                .pointer_mut(&command(i))
-                .ok_or_else(|| ShapeError {
-                    path: format!("spec.containers[{compute}].command[{i}]"),
-                })?;
-            *slot = Value::String(format!("--hypervisor={hypervisor_arg}"));
-        }
+    let (index, value) = match flag {
+        HypervisorFlag::Absent => return Ok(changed),
+        HypervisorFlag::Separate(i) => (i, hypervisor_arg.to_string()),
+        HypervisorFlag::Joined(i) => (i, format!("--hypervisor={hypervisor_arg}")),
+    };
+    let slot = container
+        .pointer_mut(&format!("/command/{index}"))
+        .ok_or_else(|| ShapeError {
+            path: format!("spec.containers[{compute}].command[{index}]"),
+        })?;
+    if slot.as_str() != Some(value.as_str()) {
+        *slot = Value::String(value);
+        changed = true;
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// ANDs `{key: <node_label>, operator: In, values: ["true"]}` into every required
 /// nodeSelectorTerm (terms are ORed, so a requirement missing from one term would let the Pod
-/// escape through it), or creates one term when there is none.
-pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<(), ShapeError> {
+/// escape through it), or creates one term when there is none. True when the Pod changed.
+pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, ShapeError> {
     let requirement = json!({"key": node_label, "operator": "In", "values": ["true"]});
     let selector = object_path(
         pod,
@@ -149,8 +156,9 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<(), Shape
     })?;
     if terms.is_empty() {
         terms.push(json!({"matchExpressions": [requirement]}));
-        return Ok(());
+        return Ok(true);
     }
+    let mut changed = false;
     for (i, term) in terms.iter_mut().enumerate() {
         let path = || ShapeError {
             path: format!(
@@ -167,9 +175,10 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<(), Shape
         let exprs = exprs.as_array_mut().ok_or_else(path)?;
         if !exprs.contains(&requirement) {
             exprs.push(requirement.clone());
+            changed = true;
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -190,7 +199,7 @@ mod tests {
         })
     }
 
-    fn switch(p: &mut Value, flag: HypervisorFlag) -> Result<(), ShapeError> {
+    fn switch(p: &mut Value, flag: HypervisorFlag) -> Result<bool, ShapeError> {
         switch_to_mshv(
             p,
             0,
@@ -204,7 +213,7 @@ mod tests {
     #[test]
     fn switch_changes_both_maps_and_the_flag_once() {
         let mut p = pod();
-        switch(&mut p, HypervisorFlag::Separate(2)).unwrap();
+        assert!(switch(&mut p, HypervisorFlag::Separate(2)).unwrap());
         let c = &p["spec"]["containers"][0];
         assert_eq!(
             c["resources"]["limits"],
@@ -217,7 +226,7 @@ mod tests {
         assert_eq!(c["command"][2], "hyperv-direct");
         assert_eq!(c["command"][3], "--run-as-nonroot");
         let once = p.clone();
-        switch(&mut p, HypervisorFlag::Separate(2)).unwrap();
+        assert!(!switch(&mut p, HypervisorFlag::Separate(2)).unwrap());
         assert_eq!(p, once);
     }
 
@@ -249,14 +258,14 @@ mod tests {
     #[test]
     fn node_requirement_creates_one_term() {
         let mut p = pod();
-        require_node_label(&mut p, "l/capable").unwrap();
+        assert!(require_node_label(&mut p, "l/capable").unwrap());
         assert_eq!(
             p["spec"]["affinity"],
             json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "l/capable", "operator": "In", "values": ["true"]}]}]}}})
         );
         let once = p.clone();
-        require_node_label(&mut p, "l/capable").unwrap();
+        assert!(!require_node_label(&mut p, "l/capable").unwrap());
         assert_eq!(p, once);
     }
 
@@ -271,7 +280,7 @@ mod tests {
                 {"matchExpressions": [{"key": "node-labeller.kubevirt.io/obsolete-host-model", "operator": "DoesNotExist"}]},
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
             ]}}});
-        require_node_label(&mut p, "l/capable").unwrap();
+        assert!(require_node_label(&mut p, "l/capable").unwrap());
         let req = json!({"key": "l/capable", "operator": "In", "values": ["true"]});
         let terms = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             ["nodeSelectorTerms"];
@@ -280,14 +289,15 @@ mod tests {
         assert_eq!(terms[1]["matchFields"][0]["values"], json!(["n1"]));
         assert_eq!(p["spec"]["affinity"]["podAntiAffinity"], json!({"x": 1}));
         let once = p.clone();
-        require_node_label(&mut p, "l/capable").unwrap();
+        assert!(!require_node_label(&mut p, "l/capable").unwrap());
         assert_eq!(p, once);
     }
 
     #[test]
     fn record_writes_label_and_annotations() {
         let mut p = pod();
-        record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap();
+        assert!(record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
+        assert!(!record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
         assert_eq!(
             p["metadata"]["labels"]["hyperv-layered.io/hypervisor"],
             "mshv"

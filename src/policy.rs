@@ -14,11 +14,11 @@ use std::borrow::Cow;
 
 use crate::cluster::{self, Host, LookupError};
 use crate::decision::{self, Decision, Facts, Verdict};
-use crate::launcher::{self, Launcher, ObjectHead};
+use crate::launcher::{self, Launcher};
 use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
 use crate::mutate::{self, ShapeError};
 use crate::record::Hypervisor;
-use crate::settings::Settings;
+use crate::settings::{GateMode, Settings};
 
 /// Only what the first checks need; the object stays raw until the Pod may be a launcher.
 #[derive(Deserialize)]
@@ -81,6 +81,9 @@ fn reject(message: String) -> ValidationResponse {
 }
 
 /// Evaluates one `validate` payload (`{"request": AdmissionRequest, "settings": {...}}`).
+///
+/// The checks run cheapest first: operation and kind, the gate setting, the creator; only a Pod
+/// that passes them is parsed into a `Value`, and only a launcher makes host calls.
 pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
     let p: Payload = match serde_json::from_slice(payload) {
         Ok(p) => p,
@@ -97,11 +100,6 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
     let Some(raw_object) = req.object else {
         return accept(Vec::new());
     };
-    // Most Pods stop here, before the object is built.
-    match serde_json::from_str::<ObjectHead>(raw_object.get()) {
-        Ok(head) if head.may_be_launcher() => {}
-        _ => return accept(Vec::new()),
-    }
     let settings = match p.settings {
         None => Settings::default(),
         Some(raw) => match Settings::from_json(raw.get().as_bytes()) {
@@ -109,6 +107,9 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
             Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
         },
     };
+    if settings.gate.mode == GateMode::Disabled {
+        return accept(Vec::new());
+    }
     // A Pod that only looks like a launcher must never obtain /dev/mshv through this policy.
     if !settings
         .trusted_creators
@@ -134,60 +135,60 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
 /// Applies a decision: memory first (it may still turn the decision into a fallback), then the
 /// Pod edits, then the answer.
 fn shape(
-    original: Value,
+    mut pod: Value,
     launcher: &Launcher,
     settings: &Settings,
     mut d: Decision,
     facts: &mut HostFacts,
 ) -> ValidationResponse {
-    let mut pod = original.clone();
     let terms = match settings.mshv_terms() {
         Ok(t) => t,
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     };
-    let memory = if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
-        add_mshv_memory(&mut pod, launcher, &terms, facts)
-    } else {
-        Ok(())
-    };
-    if let Err(e) = memory {
-        if d.switch_to_mshv {
-            // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
-            // exactly what the memory settings exist to prevent.
-            match decision::on_lookup_error(settings, launcher, &e) {
-                Verdict::Decided(fallback) => {
-                    d = fallback;
-                    pod = original.clone();
+    let mut changed = false;
+    if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
+        match add_mshv_memory(&mut pod, launcher, &terms, facts) {
+            Ok(c) => changed = c,
+            // A failed memory step leaves the Pod as it was (memory::apply is all or nothing).
+            Err(e) if d.switch_to_mshv => {
+                // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
+                // exactly what the memory settings exist to prevent.
+                match decision::on_lookup_error(settings, launcher, &e) {
+                    Verdict::Decided(fallback) => d = fallback,
+                    Verdict::Reject(m) => return reject(m),
+                    Verdict::Unchanged => return accept(Vec::new()),
                 }
-                Verdict::Reject(m) => return reject(m),
-                Verdict::Unchanged => return accept(Vec::new()),
             }
-        } else {
-            // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
-            d.warnings.push(format!(
-                "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
-                launcher.namespace, launcher.vmi_name
-            ));
+            Err(e) => {
+                // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
+                d.warnings.push(format!(
+                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
+                    launcher.namespace, launcher.vmi_name
+                ));
+            }
         }
     }
-    if let Err(e) = edit(&mut pod, launcher, settings, &d) {
-        return accept(vec![format!("hyperv-layered: {e}; left unchanged")]);
+    match edit(&mut pod, launcher, settings, &d) {
+        Ok(c) => changed |= c,
+        Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     }
     let mut response = accept(d.warnings);
-    if pod != original {
+    if changed {
         response.mutated_object = Some(pod);
     }
     response
 }
 
+/// The Pod edits of a decision; true when the Pod changed.
 fn edit(
     pod: &mut Value,
     launcher: &Launcher,
     settings: &Settings,
     d: &Decision,
-) -> Result<(), ShapeError> {
+) -> Result<bool, ShapeError> {
+    let mut changed = false;
     if d.switch_to_mshv {
-        mutate::switch_to_mshv(
+        changed |= mutate::switch_to_mshv(
             pod,
             launcher.compute,
             launcher.hypervisor_flag,
@@ -197,9 +198,9 @@ fn edit(
         )?;
     }
     if d.require_capable_node {
-        mutate::require_node_label(pod, &settings.node_label)?;
+        changed |= mutate::require_node_label(pod, &settings.node_label)?;
     }
-    mutate::record(pod, d.hypervisor, d.reason)
+    Ok(mutate::record(pod, d.hypervisor, d.reason)? | changed)
 }
 
 fn add_mshv_memory(
@@ -207,7 +208,7 @@ fn add_mshv_memory(
     launcher: &Launcher,
     terms: &MshvTerms,
     facts: &mut HostFacts,
-) -> Result<(), LookupError> {
+) -> Result<bool, LookupError> {
     let as_lookup = |what: &str, e: &dyn std::fmt::Display| LookupError {
         what: what.to_string(),
         cause: e.to_string(),
@@ -223,7 +224,16 @@ fn add_mshv_memory(
         launcher.namespace, launcher.vmi_name
     );
     let plan = memory::plan(&vmi, &kv_config, terms).map_err(|e| as_lookup(&what, &e))?;
-    memory::apply(pod, launcher.compute, &vmi, &plan).map_err(|e| as_lookup(&what, &e))
+    // apply() edits only the annotations and the compute container's resources: compare those
+    // rather than a copy of the whole Pod.
+    let resources = format!("/spec/containers/{}/resources", launcher.compute);
+    let before = (
+        pod.pointer("/metadata/annotations").cloned(),
+        pod.pointer(&resources).cloned(),
+    );
+    memory::apply(pod, launcher.compute, &vmi, &plan).map_err(|e| as_lookup(&what, &e))?;
+    Ok(before.0.as_ref() != pod.pointer("/metadata/annotations")
+        || before.1.as_ref() != pod.pointer(&resources))
 }
 
 /// The decision's view of the cluster through host calls, each made at most once per request.
@@ -231,7 +241,7 @@ struct HostFacts<'h> {
     host: &'h dyn Host,
     settings: &'h Settings,
     kubevirt: Option<Result<Option<Value>, LookupError>>,
-    nodes: Option<Result<Vec<String>, LookupError>>,
+    capable: Option<Result<bool, LookupError>>,
 }
 
 impl<'h> HostFacts<'h> {
@@ -240,7 +250,7 @@ impl<'h> HostFacts<'h> {
             host,
             settings,
             kubevirt: None,
-            nodes: None,
+            capable: None,
         }
     }
 }
@@ -257,15 +267,11 @@ impl Facts for HostFacts<'_> {
         }
     }
 
-    fn capable_nodes(&mut self) -> Result<&[String], LookupError> {
+    fn has_capable_node(&mut self) -> Result<bool, LookupError> {
         let (host, settings) = (self.host, self.settings);
-        match self
-            .nodes
-            .get_or_insert_with(|| cluster::capable_nodes(host, settings))
-        {
-            Ok(n) => Ok(n.as_slice()),
-            Err(e) => Err(e.clone()),
-        }
+        self.capable
+            .get_or_insert_with(|| cluster::first_capable_node(host, settings).map(|n| n.is_some()))
+            .clone()
     }
 
     fn migration_source(&mut self, l: &Launcher) -> Result<Option<Hypervisor>, LookupError> {

@@ -168,8 +168,19 @@ impl Settings {
         if start != Some(&b'{') {
             return Err(invalid("(root)", "settings must be a JSON object"));
         }
+        // The plain parse is the common case (every admission request carries the settings);
+        // only a failure pays for tracking the path of the field at fault.
+        let settings = match serde_json::from_slice::<Settings>(raw) {
+            Ok(s) => s,
+            Err(_) => Self::path_of_error(raw)?,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn path_of_error(raw: &[u8]) -> Result<Settings, SettingsError> {
         let de = &mut serde_json::Deserializer::from_slice(raw);
-        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." || path.is_empty() {
                 "(root)".to_string()
@@ -177,9 +188,7 @@ impl Settings {
                 path
             };
             invalid(field, e.into_inner().to_string())
-        })?;
-        settings.validate()?;
-        Ok(settings)
+        })
     }
 
     /// Checks every field; the first problem found is returned.
