@@ -1,8 +1,9 @@
 # Kubewarden policy conventions (kubewarden/policies Makefiles): policy.wasm, annotated-policy.wasm,
 # fmt, lint, test, e2e-tests, artifacthub-pkg.yml, clean. Plus setup, demo, bench, fuzz.
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-WASM := target/wasm32-wasip1/release/hyperv_layered.wasm
-FLOOR_WASM := target/wasm32-wasip1/release/floor_policy.wasm
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WASM := $(TARGET_DIR)/wasm32-wasip1/release/hyperv_layered.wasm
+FLOOR_WASM := $(TARGET_DIR)/wasm32-wasip1/release/floor_policy.wasm
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 # Cases for the native fuzz run (proptest); CI and `make fuzz` use at least 100000.
 FUZZ_CASES ?= 100000
