@@ -4,8 +4,9 @@
 //! Module map, one concern each: [`settings`] (shape, defaults, validation), [`launcher`]
 //! (recognising virt-launcher Pods), [`cluster`] (host-call lookups), [`decision`] (kvm or mshv,
 //! and why), [`mutate`] (edits of the Pod JSON), [`memory`] and [`quantity`] (KubeVirt's memory
-//! overhead and the mshv terms), [`record`] (the decision vocabulary), [`policy`] (one request
-//! end to end).
+//! overhead and the mshv terms), [`record`] (the decision vocabulary), [`pod_doc`] (the Pod as
+//! a `Value` view of what the policy uses over the untouched JSON text), [`policy`] (one
+//! request end to end).
 
 pub mod cluster;
 pub mod decision;
@@ -13,6 +14,7 @@ pub mod k8s_names;
 pub mod launcher;
 pub mod memory;
 pub mod mutate;
+pub mod pod_doc;
 pub mod policy;
 pub mod quantity;
 pub mod record;
@@ -32,11 +34,10 @@ mod guest {
     }
 
     fn validate(payload: &[u8]) -> CallResult {
-        let response = crate::policy::evaluate(payload, &crate::cluster::WapcHost);
-        // A mutated Pod is about as large as the request: size the buffer once.
-        let mut out = Vec::with_capacity(payload.len() + 512);
-        serde_json::to_writer(&mut out, &response)?;
-        Ok(out)
+        Ok(crate::policy::evaluate_to_bytes(
+            payload,
+            &crate::cluster::WapcHost,
+        ))
     }
 
     fn validate_settings(payload: &[u8]) -> CallResult {

@@ -11,14 +11,17 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::cluster::{self, Host, LookupError};
 use crate::decision::{self, Decision, Facts, Verdict};
 use crate::launcher::{self, Launcher};
 use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
 use crate::mutate::{self, ShapeError};
+use crate::pod_doc::PodDoc;
 use crate::record::Hypervisor;
-use crate::settings::{GateMode, Settings};
+use crate::settings::{GateMode, Settings, SettingsError};
 
 /// Only what the first checks need; the object stays raw until the Pod may be a launcher.
 #[derive(Deserialize)]
@@ -57,34 +60,112 @@ struct UserHead<'a> {
     username: Cow<'a, str>,
 }
 
-fn accept(warnings: Vec<String>) -> ValidationResponse {
-    ValidationResponse {
+/// The answer to one request, before it is written out: a `ValidationResponse` whose mutated
+/// object is still the overlay of the request's Pod text.
+struct Answer<'a> {
+    accepted: bool,
+    message: Option<String>,
+    code: Option<u16>,
+    mutated: Option<PodDoc<'a>>,
+    warnings: Option<Vec<String>>,
+}
+
+impl Answer<'_> {
+    /// Appends the `ValidationResponse` JSON: what `serde_json` writes for the SDK's type (the
+    /// same fields in the same order, `None` as `null`), with `mutated_object` written from
+    /// the overlay.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::pod_doc::write_str;
+        out.extend_from_slice(b"{\"accepted\":");
+        out.extend_from_slice(if self.accepted { b"true" } else { b"false" });
+        out.extend_from_slice(b",\"message\":");
+        match &self.message {
+            Some(m) => write_str(out, m),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"code\":");
+        match self.code {
+            Some(c) => out.extend_from_slice(c.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"mutated_object\":");
+        match &self.mutated {
+            Some(doc) => doc.write_json(out),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"audit_annotations\":null,\"warnings\":");
+        match &self.warnings {
+            Some(w) => {
+                out.push(b'[');
+                for (i, w) in w.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, w);
+                }
+                out.push(b']');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+    }
+}
+
+fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
+    Answer {
         accepted: true,
         message: None,
         code: None,
-        mutated_object: None,
-        audit_annotations: None,
+        mutated: None,
         warnings: (!warnings.is_empty()).then_some(warnings),
     }
 }
 
-fn reject(message: String) -> ValidationResponse {
-    ValidationResponse {
+fn reject<'a>(message: String) -> Answer<'a> {
+    Answer {
         accepted: false,
         message: Some(message),
         // 503: the cause is a transient lookup failure; virt-controller retries the creation.
         code: Some(503),
-        mutated_object: None,
-        audit_annotations: None,
+        mutated: None,
         warnings: None,
     }
 }
 
 /// Evaluates one `validate` payload (`{"request": AdmissionRequest, "settings": {...}}`).
 ///
-/// The checks run cheapest first: operation and kind, the gate setting, the creator; only a Pod
-/// that passes them is parsed into a `Value`, and only a launcher makes host calls.
+/// The same answer as [`evaluate_to_bytes`], as a value to inspect.
 pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
+    let a = answer(payload, host);
+    ValidationResponse {
+        accepted: a.accepted,
+        message: a.message,
+        code: a.code,
+        // Serializing a PodDoc cannot fail: every raw part was checked when it was parsed.
+        mutated_object: a.mutated.and_then(|doc| doc.to_value().ok()),
+        audit_annotations: None,
+        warnings: a.warnings,
+    }
+}
+
+/// Evaluates one `validate` payload and writes the `ValidationResponse` JSON the guest returns:
+/// the Pod's parts the policy did not touch are copied from the request as they were.
+pub fn evaluate_to_bytes(payload: &[u8], host: &dyn Host) -> Vec<u8> {
+    let a = answer(payload, host);
+    // A mutated Pod is about as large as the request: size the buffer once.
+    let capacity = if a.mutated.is_some() {
+        payload.len() + 512
+    } else {
+        256
+    };
+    let mut out = Vec::with_capacity(capacity);
+    a.write_json(&mut out);
+    out
+}
+
+/// The checks run cheapest first: operation and kind, the gate setting, the creator; only a Pod
+/// that passes them is parsed (into a [`PodDoc`]), and only a launcher makes host calls.
+fn answer<'a>(payload: &'a [u8], host: &dyn Host) -> Answer<'a> {
     let p: Payload = match serde_json::from_slice(payload) {
         Ok(p) => p,
         Err(e) => {
@@ -101,8 +182,8 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
         return accept(Vec::new());
     };
     let settings = match p.settings {
-        None => Settings::default(),
-        Some(raw) => match Settings::from_json(raw.get().as_bytes()) {
+        None => Rc::new(Settings::default()),
+        Some(raw) => match settings_from(raw.get().as_bytes()) {
             Ok(s) => s,
             Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
         },
@@ -118,10 +199,12 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
     {
         return accept(Vec::new());
     }
-    let Ok(pod) = serde_json::from_str::<Value>(raw_object.get()) else {
+    // Fails where a `Value` parse of the Pod would (and for a Pod that is not an object, which
+    // is never a launcher).
+    let Ok(pod) = PodDoc::parse(raw_object.get()) else {
         return accept(Vec::new());
     };
-    let Some(launcher) = launcher::recognize(&pod, &req.namespace, &settings) else {
+    let Some(launcher) = launcher::recognize(&pod.view, &req.namespace, &settings) else {
         return accept(Vec::new());
     };
     let mut facts = HostFacts::new(host, &settings);
@@ -132,22 +215,42 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
     }
 }
 
+/// `Settings::from_json`, remembered: a policy's settings are the same on every request, and
+/// an instance serves one policy, so they are parsed and validated once, not per request.
+fn settings_from(raw: &[u8]) -> Result<Rc<Settings>, SettingsError> {
+    thread_local! {
+        static LAST: RefCell<Option<(Vec<u8>, Rc<Settings>)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((text, settings)) = last.as_ref()
+            && text.as_slice() == raw
+        {
+            return Ok(Rc::clone(settings));
+        }
+        let settings = Rc::new(Settings::from_json(raw)?);
+        *last = Some((raw.to_vec(), Rc::clone(&settings)));
+        Ok(settings)
+    })
+}
+
 /// Applies a decision: memory first (it may still turn the decision into a fallback), then the
-/// Pod edits, then the answer.
-fn shape(
-    mut pod: Value,
+/// Pod edits, then the answer. The edits go to the Pod's view, which holds every part they read
+/// or write.
+fn shape<'a>(
+    mut pod: PodDoc<'a>,
     launcher: &Launcher,
     settings: &Settings,
     mut d: Decision,
     facts: &mut HostFacts,
-) -> ValidationResponse {
+) -> Answer<'a> {
     let terms = match settings.mshv_terms() {
         Ok(t) => t,
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     };
     let mut changed = false;
     if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
-        match add_mshv_memory(&mut pod, launcher, &terms, facts) {
+        match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
             Ok(c) => changed = c,
             // A failed memory step leaves the Pod as it was (memory::apply is all or nothing).
             Err(e) if d.switch_to_mshv => {
@@ -168,15 +271,15 @@ fn shape(
             }
         }
     }
-    match edit(&mut pod, launcher, settings, &d) {
+    match edit(&mut pod.view, launcher, settings, &d) {
         Ok(c) => changed |= c,
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     }
-    let mut response = accept(d.warnings);
+    let mut answer = accept(d.warnings);
     if changed {
-        response.mutated_object = Some(pod);
+        answer.mutated = Some(pod);
     }
-    response
+    answer
 }
 
 /// The Pod edits of a decision; true when the Pod changed.
@@ -421,6 +524,58 @@ mod tests {
         );
         assert!(r.accepted && r.mutated_object.is_none());
         assert!(r.warnings.unwrap()[0].contains("nodeLabel"));
+    }
+
+    /// The guest's bytes and the inspectable response are the same answer; without a Pod they
+    /// are byte for byte what serde_json writes for the SDK's `ValidationResponse`.
+    #[test]
+    fn wire_bytes_are_the_response() {
+        let reject_settings = json!({"gate": {"mode": "enabled"}, "onLookupError": "reject"});
+        let mut payloads: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"{\"request\": 5}".to_vec(),
+            payload(
+                &fixture("launcher-v1.8-kvm.json"),
+                json!({"nodeLabel": "a\"b\n"}),
+            ),
+        ];
+        let fixtures = [
+            "launcher-v1.8-kvm.json",
+            "launcher-v1.8-hyperv-direct.json",
+            "launcher-v1.5.json",
+            "launcher-hook-sidecars.json",
+            "launcher-two-term-affinity.json",
+            "launcher-hugepages.json",
+            "launcher-migration-target.json",
+            "launcher-opt-out.json",
+            "launcher-sev.json",
+            "launcher-spoofed.json",
+            "plain-pod.json",
+        ];
+        for f in fixtures {
+            for s in [per_pod(), json!({}), reject_settings.clone()] {
+                payloads.push(payload(&fixture(f), s));
+            }
+        }
+        let hosts = [
+            FakeHost::default().with("list_resources_all/Node", Ok(capable_nodes())),
+            FakeHost::default().with("list_resources_all/Node", Err("connection refused")),
+        ];
+        let mut mutated = 0;
+        for p in &payloads {
+            for host in &hosts {
+                let bytes = evaluate_to_bytes(p, host);
+                let r = evaluate(p, host);
+                let wire: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(wire, serde_json::to_value(&r).unwrap());
+                if r.mutated_object.is_none() {
+                    assert_eq!(bytes, serde_json::to_vec(&r).unwrap());
+                } else {
+                    mutated += 1;
+                }
+            }
+        }
+        assert!(mutated > 5, "{mutated}");
     }
 
     #[test]

@@ -193,6 +193,10 @@ struct RawExchange {
 pub struct Session {
     pub name: String,
     pub exchanges: Arc<Vec<Exchange>>,
+    /// Answer each call with the first exchange whose request matches, in any order and any
+    /// number of times, with no leftover check: for fuzzing, where which calls a case makes is
+    /// itself random. kwctl has no such mode; e2e cases always replay strictly.
+    pub any_order: bool,
 }
 
 impl Session {
@@ -227,6 +231,7 @@ impl Session {
         Ok(Self {
             name: name.to_owned(),
             exchanges: Arc::new(exchanges),
+            any_order: false,
         })
     }
 
@@ -234,7 +239,14 @@ impl Session {
         Self {
             name: name.to_owned(),
             exchanges: Arc::new(exchanges),
+            any_order: false,
         }
+    }
+
+    /// The same exchanges, answered in any order (see `any_order`).
+    pub fn in_any_order(mut self) -> Self {
+        self.any_order = true;
+        self
     }
 
     /// A session in kwctl's on-disk format (what `--record-host-capabilities-interactions` writes).
@@ -354,6 +366,22 @@ impl Replayer {
         let index = self.cursor;
         // A clone of the shared list (one refcount bump) so `self` stays free to record failures.
         let exchanges = self.session.as_ref().map(|s| Arc::clone(&s.exchanges));
+        if self.session.as_ref().is_some_and(|s| s.any_order) {
+            let found = exchanges
+                .iter()
+                .flat_map(|e| e.iter())
+                .find(|e| e.request == got);
+            return match found.map(|e| &e.response) {
+                Some(Response::Success { payload }) => Ok(payload.as_bytes().to_vec()),
+                Some(Response::Error { message }) => Err(host_error_for_guest(message)),
+                None => {
+                    self.failures.push(ReplayFailure::Extra { index, got });
+                    Err(host_error_for_guest(
+                        "no recorded response for this request",
+                    ))
+                }
+            };
+        }
         let Some(exchange) = exchanges.as_ref().and_then(|e| e.get(index)) else {
             self.failures.push(ReplayFailure::Extra { index, got });
             return Err(host_error_for_guest(
@@ -382,7 +410,7 @@ impl Replayer {
 
     /// Records every exchange after the cursor as a failure; returns how many there were.
     pub fn finish(&mut self) -> usize {
-        let Some(session) = &self.session else {
+        let Some(session) = self.session.as_ref().filter(|s| !s.any_order) else {
             return 0;
         };
         let leftovers: Vec<_> = session.exchanges[self.cursor.min(session.exchanges.len())..]
