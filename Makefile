@@ -7,6 +7,8 @@ FLOOR_WASM := $(TARGET_DIR)/wasm32-wasip1/release/floor_policy.wasm
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 # Cases for the native fuzz run (proptest); CI and `make fuzz` use at least 100000.
 FUZZ_CASES ?= 100000
+WASM_FUZZ_CASES ?= 3000
+AGENT_FUZZ_CASES ?= 20000
 
 .PHONY: setup build demo probe test e2e-tests fmt lint bench fuzz clean schema
 
@@ -71,9 +73,13 @@ bench: policy.wasm floor.wasm
 	cargo bench -q --bench policy
 	cargo bench -q -p mshv-node-agent --bench agent
 
-## fuzz: the native entry point with FUZZ_CASES generated inputs, then the real .wasm
+## fuzz: the native entry point with FUZZ_CASES generated inputs per property, the same
+## generator through the real .wasm (WASM_FUZZ_CASES), and the agent's probe ladder and parsers
 fuzz: policy.wasm
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test fuzz -- --nocapture
+	WASM_FUZZ_CASES=$(WASM_FUZZ_CASES) cargo test --release --test fuzz_wasm -- --nocapture
+	PROPTEST_CASES=$(AGENT_FUZZ_CASES) cargo test --release -p mshv-node-agent \
+	  --test proptest_ladder --test proptest_parsers -- --nocapture
 
 ## schema: regenerate docs/settings.schema.json from the Settings type
 schema:

@@ -12,7 +12,7 @@ mod fuzzgen;
 
 use fuzzgen::*;
 use hyperv_layered::cluster::Host;
-use hyperv_layered::policy::{evaluate, validate_settings};
+use hyperv_layered::policy::{evaluate, evaluate_to_bytes, validate_settings};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
@@ -71,6 +71,7 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
     // Well-formed: it serializes, and a rejection says why.
     let wire = serde_json::to_value(&r).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(wire.get("accepted").is_some());
+    same_as_guest_bytes(payload.as_bytes(), host, &wire)?;
     if !r.accepted {
         prop_assert!(r.message.as_deref().is_some_and(|m| !m.is_empty()));
         prop_assert!(r.mutated_object.is_none());
@@ -98,6 +99,24 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
     Ok(true)
 }
 
+/// What the guest writes (`evaluate_to_bytes`, the overlay writer) is JSON and means exactly
+/// what `evaluate` returns.
+fn same_as_guest_bytes(
+    payload: &[u8],
+    host: &RandomHost,
+    wire: &Value,
+) -> Result<(), TestCaseError> {
+    let bytes = evaluate_to_bytes(payload, host);
+    let guest: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        TestCaseError::fail(format!(
+            "guest bytes are not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    })?;
+    prop_assert_eq!(&guest, wire);
+    Ok(())
+}
+
 fn report(name: &str, runner: &TestRunner) {
     println!("fuzz {name}: {} cases passed", runner.config().cases);
 }
@@ -114,7 +133,8 @@ fn arbitrary_bytes_and_json_never_panic() {
     ];
     r.run(&(strategy, arb_host()), |(bytes, host)| {
         let resp = evaluate(&bytes, &host);
-        prop_assert!(serde_json::to_vec(&resp).is_ok());
+        let wire = serde_json::to_value(&resp).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        same_as_guest_bytes(&bytes, &host, &wire)?;
         Ok(())
     })
     .unwrap();

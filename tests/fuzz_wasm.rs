@@ -86,7 +86,25 @@ fn generated_cases_never_trap_the_wasm_guest() {
             "guest error: {:?}",
             out.guest_error
         );
-        prop_assert!(out.response.get("accepted").is_some_and(|a| a.is_boolean()));
+        let accepted = out
+            .response
+            .get("accepted")
+            .and_then(serde_json::Value::as_bool);
+        prop_assert!(accepted.is_some(), "malformed response: {}", out.response);
+        host_calls.set(host_calls.get() + out.host_calls);
+        if accepted == Some(false) {
+            rejected.set(rejected.get() + 1);
+        }
+        if !out.patch.0.is_empty() {
+            mutated.set(mutated.get() + 1);
+            // The patch must apply to the object the guest was given (well-formed ops).
+            let mut object = out.request["object"].clone();
+            prop_assert!(
+                json_patch::patch(&mut object, &out.patch).is_ok(),
+                "patch does not apply: {:?}",
+                out.patch
+            );
+        }
         for op in serde_json::to_value(&out.patch)
             .unwrap()
             .as_array()

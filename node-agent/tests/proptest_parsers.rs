@@ -71,8 +71,21 @@ fn reports() -> impl Strategy<Value = ProbeReport> {
         )
 }
 
+/// `PROPTEST_CASES` cases per property (default 512; `make fuzz` runs more).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(512);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config())]
 
     #[test]
     fn misc_parser_never_panics_and_only_reports_real_entries(text in "(?s).*", name in "[a-z_]{1,12}") {
