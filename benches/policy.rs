@@ -94,6 +94,8 @@ enum Row {
         n: usize,
         policy: Stats,
         floor: Stats,
+        /// The floor making the same host calls (scenarios with a session).
+        floor_calls: Option<Stats>,
         host_calls: usize,
         note: String,
     },
@@ -154,7 +156,7 @@ fn main() {
             (Ok(p), Ok(f)) => match prepare(&root, s) {
                 Err(Prepare::Missing(path)) => Row::Skipped(format!("skipped (missing {path})")),
                 Err(Prepare::Broken(e)) => Row::Skipped(format!("skipped ({})", first_line(&e))),
-                Ok((payload, session)) => run(p, f, &payload, session.as_ref(), &knobs, s.name),
+                Ok(prepared) => run(p, f, &prepared, &knobs, s.name),
             },
         };
         rows.push((s.name, row));
@@ -173,33 +175,57 @@ enum Prepare {
     Broken(String),
 }
 
-/// The exact bytes the host passes to `validate`, and the parsed session.
-fn prepare(root: &Path, s: &Scenario) -> Result<(Vec<u8>, Option<Session>), Prepare> {
+/// What one scenario sends: the exact bytes the host passes to `validate`, the parsed session,
+/// and (with a session) the floor's payload that makes the same host calls.
+struct Prepared {
+    payload: Vec<u8>,
+    session: Option<Session>,
+    floor_calls_payload: Option<Vec<u8>>,
+}
+
+fn prepare(root: &Path, s: &Scenario) -> Result<Prepared, Prepare> {
     for p in std::iter::once(s.request).chain(s.session) {
         if !root.join(p).exists() {
             return Err(Prepare::Missing(p.to_owned()));
         }
     }
-    let build = || -> Result<(Vec<u8>, Option<Session>)> {
+    let build = || -> Result<Prepared> {
         let request = harness::load_json(root.join(s.request))?;
         let request = harness::admission::normalize_request(&request)
             .with_context(|| s.request.to_owned())?;
         let settings: Value = serde_json::from_str(s.settings).context("settings")?;
         let payload = serde_json::to_vec(&json!({"request": request, "settings": settings}))?;
         let session = s.session.map(|p| Session::load(root.join(p))).transpose()?;
-        Ok((payload, session))
+        let floor_calls_payload = match &session {
+            None => None,
+            Some(session) => {
+                let calls = session
+                    .exchanges
+                    .iter()
+                    .map(|e| {
+                        let (operation, body) = e.request.to_guest().context("a can_i exchange")?;
+                        Ok(json!({"operation": operation,
+                                  "payload": String::from_utf8(body)?}))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(serde_json::to_vec(
+                    &json!({"request": request, "settings": {"hostCalls": calls}}),
+                )?)
+            }
+        };
+        Ok(Prepared {
+            payload,
+            session,
+            floor_calls_payload,
+        })
     };
     build().map_err(|e| Prepare::Broken(format!("{e:#}")))
 }
 
-fn run(
-    policy: &Instance,
-    floor: &Instance,
-    payload: &[u8],
-    session: Option<&Session>,
-    knobs: &Knobs,
-    name: &str,
-) -> Row {
+fn run(policy: &Instance, floor: &Instance, prepared: &Prepared, knobs: &Knobs, name: &str) -> Row {
+    let payload = prepared.payload.as_slice();
+    let session = prepared.session.as_ref();
+    let floor_calls = prepared.floor_calls_payload.as_deref();
     // One checked call first: timing a call whose replay mismatches, or that fails in the
     // guest, would measure an error path, not the scenario.
     let probe = policy.call("validate", payload, session);
@@ -216,13 +242,23 @@ fn run(
     if let Err(e) = floor.call("validate", payload, None).result {
         return Row::Skipped(format!("not timed: floor guest error: {}", first_line(&e)));
     }
+    if let Some(fc) = floor_calls {
+        let raw = floor.call("validate", fc, session);
+        if let Some(f) = raw.replay_failures.first() {
+            return Row::Skipped(format!(
+                "not timed: floor host calls: {}",
+                first_line(&f.to_string())
+            ));
+        }
+    }
 
-    let time = |inst: &Instance, session: Option<&Session>| {
+    let time_payload = |inst: &Instance, payload: &[u8], session: Option<&Session>| {
         let t = Instant::now();
         let raw = inst.call("validate", payload, session);
         let d = t.elapsed();
         (d, raw.result.is_ok() && raw.replay_failures.is_empty())
     };
+    let time = |inst: &Instance, session: Option<&Session>| time_payload(inst, payload, session);
 
     // Warm-up, also the estimate of how many calls fit the budget. A slow scenario stops
     // warming up after a quarter of its budget (and at least 10 pairs).
@@ -230,6 +266,9 @@ fn run(
     let mut pairs = 0u32;
     while (pairs as usize) < knobs.warmup && (pairs < 10 || start.elapsed() < knobs.budget / 4) {
         time(floor, None);
+        if let Some(fc) = floor_calls {
+            time_payload(floor, fc, session);
+        }
         time(policy, session);
         pairs += 1;
     }
@@ -239,6 +278,7 @@ fn run(
 
     let mut p_samples = Vec::with_capacity(n);
     let mut f_samples = Vec::with_capacity(n);
+    let mut fc_samples = Vec::with_capacity(if floor_calls.is_some() { n } else { 0 });
     let mut bad = 0usize;
     while p_samples.len() < n {
         let k = knobs.block.min(n - p_samples.len());
@@ -246,6 +286,13 @@ fn run(
             let (d, ok) = time(floor, None);
             f_samples.push(d);
             bad += usize::from(!ok);
+        }
+        if let Some(fc) = floor_calls {
+            for _ in 0..k {
+                let (d, ok) = time_payload(floor, fc, session);
+                fc_samples.push(d);
+                bad += usize::from(!ok);
+            }
         }
         for _ in 0..k {
             let (d, ok) = time(policy, session);
@@ -263,6 +310,7 @@ fn run(
         n,
         policy: stats(&mut p_samples),
         floor: stats(&mut f_samples),
+        floor_calls: floor_calls.map(|_| stats(&mut fc_samples)),
         host_calls: probe.host_calls,
         note,
     }
@@ -299,26 +347,36 @@ fn print_table(knobs: &Knobs, rows: &[(&str, Row)]) {
     );
     println!();
     println!(
-        "| scenario | calls | policy median | policy p99 | floor median | floor p99 | ratio (median) | host calls/call | outcome |"
+        "| scenario | calls | policy median | policy p99 | floor median | floor p99 | ratio (median) | floor + same host calls, median | ratio to that | host calls/call | outcome |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for (name, row) in rows {
         match row {
             Row::Measured {
                 n,
                 policy,
                 floor,
+                floor_calls,
                 host_calls,
                 note,
-            } => println!(
-                "| {name} | {n} | {} | {} | {} | {} | {:.2}x | {host_calls} | {note} |",
-                fmt_dur(policy.median),
-                fmt_dur(policy.p99),
-                fmt_dur(floor.median),
-                fmt_dur(floor.p99),
-                policy.median.as_secs_f64() / floor.median.as_secs_f64()
-            ),
-            Row::Skipped(why) => println!("| {name} | - | - | - | - | - | - | - | {why} |"),
+            } => {
+                let ratio = |base: &Stats| policy.median.as_secs_f64() / base.median.as_secs_f64();
+                let (fc_median, fc_ratio) = match floor_calls {
+                    Some(fc) => (fmt_dur(fc.median), format!("{:.2}x", ratio(fc))),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                println!(
+                    "| {name} | {n} | {} | {} | {} | {} | {:.2}x | {fc_median} | {fc_ratio} | {host_calls} | {note} |",
+                    fmt_dur(policy.median),
+                    fmt_dur(policy.p99),
+                    fmt_dur(floor.median),
+                    fmt_dur(floor.p99),
+                    ratio(floor)
+                )
+            }
+            Row::Skipped(why) => {
+                println!("| {name} | - | - | - | - | - | - | - | - | - | {why} |")
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use kubewarden_policy_sdk::host_capabilities::kubernetes::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use crate::launcher::{APP_LABEL, CREATED_BY_LABEL, LAUNCHER_APP, MIGRATION_JOB_LABEL};
 use crate::quantity;
@@ -82,20 +83,25 @@ fn call<T: serde::de::DeserializeOwned>(
 
 // ---- Nodes -------------------------------------------------------------------------------
 
-/// Only the fields `is_capable` reads; serde skips the rest of each Node.
+/// Only the fields `is_capable` reads; serde skips the rest of each Node. Strings borrow from
+/// the reply (no copies unless they contain escapes): the scan runs on every launcher admission.
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
-pub struct Node {
-    pub metadata: NodeMeta,
+pub struct Node<'a> {
+    #[serde(borrow)]
+    pub metadata: NodeMeta<'a>,
     pub spec: NodeSpec,
-    pub status: NodeStatus,
+    #[serde(borrow)]
+    pub status: NodeStatus<'a>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
-pub struct NodeMeta {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
+pub struct NodeMeta<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub labels: Pairs<'a>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -106,18 +112,66 @@ pub struct NodeSpec {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
-pub struct NodeStatus {
-    pub allocatable: BTreeMap<String, String>,
-    pub conditions: Vec<Condition>,
+pub struct NodeStatus<'a> {
+    #[serde(borrow)]
+    pub allocatable: Pairs<'a>,
+    #[serde(borrow)]
+    pub conditions: Vec<Condition<'a>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub status: String,
+pub struct Condition<'a> {
+    #[serde(borrow, rename = "type")]
+    pub type_: Cow<'a, str>,
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
 }
+
+/// A string-to-string JSON object (labels, allocatable) kept as the list of its entries: a
+/// node has a few dozen, and the scan looks up one key, so a map would only cost inserts.
+#[derive(Debug, Default)]
+pub struct Pairs<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl Pairs<'_> {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs<'a>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<Borrowed<'a>, Borrowed<'a>>()? {
+                    out.push((entry.0.0, entry.1.0));
+                }
+                Ok(Pairs(out))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Pairs<'a>, E> {
+                Ok(Pairs::default()) // null
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the input when it has no escapes (serde's `Cow<str>` alone always
+/// copies; `#[serde(borrow)]` is what makes it borrow, and tuples cannot carry the attribute).
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -128,11 +182,7 @@ struct List<T> {
 /// A node counts when the agent verified it, it is Ready and schedulable and, with
 /// `requireAllocatable`, its device plugin advertises the mshv device.
 pub fn is_capable(node: &Node, settings: &Settings) -> bool {
-    let labelled = node
-        .metadata
-        .labels
-        .get(&settings.node_label)
-        .is_some_and(|v| v == "true");
+    let labelled = node.metadata.labels.get(&settings.node_label) == Some("true");
     let ready = node
         .status
         .conditions
@@ -212,7 +262,7 @@ fn scan_nodes(reply: &[u8], settings: &Settings) -> Result<Option<String>, serde
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some(node) = seq.next_element::<Node>()? {
                 if is_capable(&node, self.settings) {
-                    self.found = Some(node.metadata.name);
+                    self.found = Some(node.metadata.name.into_owned());
                     return Ok(());
                 }
             }
@@ -526,6 +576,26 @@ mod tests {
                 String::from_utf8_lossy(garbage)
             );
         }
+    }
+
+    #[test]
+    fn node_fields_with_json_escapes_are_read_like_plain_ones() {
+        let s = Settings::default();
+        // Escaped `/` and unicode escapes make serde copy instead of borrow: same answer.
+        let reply = br#"{"items":[{"metadata":{"name":"n\u0031","labels":{"mshv.node.hyperv-layered.io\/capable":"tru\u0065"}},
+            "status":{"allocatable":{"devices.kubevirt.io\/mshv":"1\u0030"},
+                      "conditions":[{"type":"Re\u0061dy","status":"True"}]}}]}"#;
+        assert_eq!(scan_nodes(reply, &s).unwrap().as_deref(), Some("n1"));
+        // Labels or allocatable that are not objects of strings make the reply unreadable.
+        for bad in [
+            r#"{"items":[{"metadata":{"name":"n","labels":{"a":1}}}]}"#,
+            r#"{"items":[{"metadata":{"name":"n","labels":["a"]}}]}"#,
+            r#"{"items":[{"metadata":{"name":"n"},"status":{"allocatable":{"x":true}}}]}"#,
+        ] {
+            assert!(scan_nodes(bad.as_bytes(), &s).is_err(), "{bad}");
+        }
+        let null_labels = br#"{"items":[{"metadata":{"name":"n","labels":null}}]}"#;
+        assert_eq!(scan_nodes(null_labels, &s).unwrap(), None);
     }
 
     #[test]

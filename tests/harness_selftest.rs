@@ -91,6 +91,25 @@ fn guest_json_is_read_through_the_sdk_structs() {
 }
 
 #[test]
+fn to_guest_is_the_inverse_of_from_guest() {
+    for file in [
+        "kv-per-pod-memory.yml",
+        "migration-source-kvm.yml",
+        "nodes-capable.yml",
+    ] {
+        let s = Session::load(harness::data_path(format!("sessions/{file}"))).unwrap();
+        for e in s.exchanges.iter() {
+            let (operation, payload) = e.request.to_guest().expect("no can_i recorded");
+            assert_eq!(
+                CallbackRequest::from_guest(operation, &payload).unwrap(),
+                e.request,
+                "{file}"
+            );
+        }
+    }
+}
+
+#[test]
 fn replay_is_strict_and_ordered() {
     let s = Session::parse("inline", NODES_SESSION).unwrap();
 
@@ -473,6 +492,23 @@ fn floor_policy_contract() {
     );
     assert!(out.allowed() && out.patch.0.is_empty() && out.host_calls == 0);
     assert!(out.guest_error.is_none());
+    // With `hostCalls` it sends exactly those requests (strict replay) and still accepts.
+    let session = Session::load(harness::data_path("sessions/kv-per-pod.yml")).unwrap();
+    let calls: Vec<Value> = session
+        .exchanges
+        .iter()
+        .map(|e| {
+            let (operation, payload) = e.request.to_guest().unwrap();
+            json!({"operation": operation, "payload": String::from_utf8(payload).unwrap()})
+        })
+        .collect();
+    let out = instance.validate(
+        &admission_request(json!({"metadata": {"name": "p"}})),
+        &json!({"hostCalls": calls}),
+        Some(&session),
+    );
+    assert!(out.allowed() && out.patch.0.is_empty());
+    assert_eq!(out.host_calls, session.exchanges.len());
     // A payload the SDK cannot parse is a guest error: denied with 500 by the host.
     let raw = instance.call("validate", b"{}", None);
     let err = raw.result.unwrap_err();

@@ -90,6 +90,54 @@ pub enum CallbackRequest {
 }
 
 impl CallbackRequest {
+    /// The waPC operation and payload a guest sends for this request (the inverse of
+    /// [`CallbackRequest::from_guest`]); `None` for `can_i`, which no session here records.
+    /// The benchmark's floor policy replays a session's requests with it.
+    pub fn to_guest(&self) -> Option<(&'static str, Vec<u8>)> {
+        let (operation, body) = match self {
+            Self::KubernetesListResourceNamespace {
+                api_version,
+                kind,
+                namespace,
+                label_selector,
+                field_selector,
+                field_masks,
+            } => (
+                "list_resources_by_namespace",
+                serde_json::json!({"api_version": api_version, "kind": kind,
+                    "namespace": namespace, "label_selector": label_selector,
+                    "field_selector": field_selector, "field_masks": field_masks}),
+            ),
+            Self::KubernetesListResourceAll {
+                api_version,
+                kind,
+                label_selector,
+                field_selector,
+                field_masks,
+            } => (
+                "list_resources_all",
+                serde_json::json!({"api_version": api_version, "kind": kind,
+                    "label_selector": label_selector, "field_selector": field_selector,
+                    "field_masks": field_masks}),
+            ),
+            Self::KubernetesGetResource {
+                api_version,
+                kind,
+                name,
+                namespace,
+                disable_cache,
+                field_masks,
+            } => (
+                "get_resource",
+                serde_json::json!({"api_version": api_version, "kind": kind, "name": name,
+                    "namespace": namespace, "disable_cache": disable_cache,
+                    "field_masks": field_masks}),
+            ),
+            Self::KubernetesCanI { .. } => return None,
+        };
+        Some((operation, serde_json::to_vec(&body).ok()?))
+    }
+
     /// Builds the request from what the guest sent to `kubewarden/kubernetes/<operation>`,
     /// deserializing into the SDK's request structs exactly as policy-evaluator does
     /// (`crates/policy-evaluator/src/runtimes/callback.rs`, `host_callback`): unknown JSON fields
