@@ -29,7 +29,7 @@ policy.wasm: $(SOURCES)
 	cargo build --target=wasm32-wasip1 --release -p hyperv-layered --lib
 	cp $(WASM) policy.wasm
 
-floor.wasm: bench/floor-policy/src/lib.rs bench/floor-policy/Cargo.toml
+floor.wasm: bench/floor-policy/src/lib.rs bench/floor-policy/Cargo.toml Cargo.toml Cargo.lock
 	cargo build --target=wasm32-wasip1 --release -p floor-policy
 	cp $(FLOOR_WASM) floor.wasm
 
