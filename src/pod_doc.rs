@@ -16,7 +16,7 @@
 //! ```
 //!
 //! (the `Shape` constants below), and keeps every other entry of those objects as a borrowed
-//! [`RawValue`], in order. Writing the document ([`PodDoc::write_json`], or `Serialize`) writes
+//! [`RawValue`], in order. Writing the document (`Serialize`; raw entries go out as their text) writes
 //! each object's original entries in order, those the view holds from the view, then the keys
 //! the view gained (say `spec.affinity` created by [`crate::mutate::require_node_label`]): the
 //! result parses to the original Pod with the view's edits applied.
@@ -189,139 +189,6 @@ impl Serialize for Merged<'_, '_> {
             (_, v) => v.serialize(serializer),
         }
     }
-}
-
-impl PodDoc<'_> {
-    /// Appends the document's JSON to `out`: the same text `serde_json::to_writer` writes for
-    /// it, by a writer small enough to stay fast in a size-optimised build.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        write_merged(out, &self.part, &self.view);
-    }
-}
-
-fn write_merged(out: &mut Vec<u8>, part: &Part<'_>, view: &Value) {
-    match (part, view) {
-        (Part::Object(entries), Value::Object(view)) => {
-            out.push(b'{');
-            let mut first = true;
-            let mut entry = |out: &mut Vec<u8>, key: &str| {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-            };
-            for (key, e) in entries {
-                match (e, view.get(key.as_ref())) {
-                    (Entry::View(part), Some(v)) => {
-                        entry(out, key);
-                        write_merged(out, part, v);
-                    }
-                    (Entry::Raw(_), Some(v)) => {
-                        entry(out, key);
-                        write_value(out, v);
-                    }
-                    (Entry::Raw(raw), None) => {
-                        entry(out, key);
-                        out.extend_from_slice(raw.get().as_bytes());
-                    }
-                    (Entry::View(_), None) => {}
-                }
-            }
-            for (key, v) in view {
-                if !entries.iter().any(|(k, _)| k == key) {
-                    entry(out, key);
-                    write_value(out, v);
-                }
-            }
-            out.push(b'}');
-        }
-        (Part::Array(parts), Value::Array(items)) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                match parts.get(i) {
-                    Some(part) => write_merged(out, part, v),
-                    None => write_value(out, v),
-                }
-            }
-            out.push(b']');
-        }
-        (_, v) => write_value(out, v),
-    }
-}
-
-/// Appends `v` as compact JSON, byte for byte what `serde_json::to_writer` writes.
-pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        // serde_json formats a Number for display as it serializes it.
-        Value::Number(n) => {
-            use std::io::Write as _;
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{n}");
-        }
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, v);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, k);
-                out.push(b':');
-                write_value(out, v);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-/// Appends `s` as a JSON string, escaped as serde_json escapes it.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    loop {
-        let i = find_special(bytes, start, true);
-        out.extend_from_slice(&bytes[start..i]);
-        let Some(&c) = bytes.get(i) else { break };
-        start = i + 1;
-        let short = match c {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0C => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            _ => b'u',
-        };
-        if short == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(c >> 4)]);
-            out.push(HEX[usize::from(c & 0xF)]);
-        } else {
-            out.push(b'\\');
-            out.push(short);
-        }
-    }
-    out.push(b'"');
 }
 
 type Entries<'a> = Vec<(Cow<'a, str>, Entry<'a>)>;
@@ -689,16 +556,9 @@ mod tests {
         Strict(DEPTH_LIMIT - level).deserialize(&mut de).is_ok() && de.end().is_ok()
     }
 
-    /// Serialized by `write_json` (what the guest sends), checked against serde_json's own
-    /// serialization of the same document, byte for byte.
+    /// Serialized as the guest sends it.
     fn written(doc: &PodDoc) -> Vec<u8> {
-        let mut out = Vec::new();
-        doc.write_json(&mut out);
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            serde_json::to_string(doc).unwrap()
-        );
-        out
+        serde_json::to_vec(doc).unwrap()
     }
 
     fn round_trip(text: &str) -> Value {
@@ -1231,18 +1091,6 @@ mod tests {
             prop_assert_eq!(strict_check(raw, level).is_ok(), strict_reference(&text, level), "{}", text);
             let pod = format!("{{\"status\":{text}}}");
             prop_assert_eq!(PodDoc::parse(&pod).is_ok(), serde_json::from_str::<Value>(&pod).is_ok());
-        }
-
-        #[test]
-        fn written_strings_and_values_are_serde_json(v in arb_json(), s in ".{0,12}", c in "[\\x00-\\x7f]{0,12}") {
-            for s in [&s, &c] {
-                let mut out = Vec::new();
-                write_str(&mut out, s);
-                prop_assert_eq!(out, serde_json::to_vec(s).unwrap());
-            }
-            let mut out = Vec::new();
-            write_value(&mut out, &v);
-            prop_assert_eq!(out, serde_json::to_vec(&v).unwrap());
         }
     }
 }

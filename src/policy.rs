@@ -7,7 +7,7 @@
 
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::SettingsValidationResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -70,44 +70,28 @@ struct Answer<'a> {
     warnings: Option<Vec<String>>,
 }
 
+/// The `ValidationResponse` wire form: the SDK type's fields, in its order, with the mutated
+/// object serialized from the overlay (raw parts of the Pod go out as the request's text).
+#[derive(Serialize)]
+struct Wire<'r, 'a> {
+    accepted: bool,
+    message: &'r Option<String>,
+    code: Option<u16>,
+    mutated_object: Option<&'r PodDoc<'a>>,
+    audit_annotations: Option<()>,
+    warnings: &'r Option<Vec<String>>,
+}
+
 impl Answer<'_> {
-    /// Appends the `ValidationResponse` JSON: what `serde_json` writes for the SDK's type (the
-    /// same fields in the same order, `None` as `null`), with `mutated_object` written from
-    /// the overlay.
-    fn write_json(&self, out: &mut Vec<u8>) {
-        use crate::pod_doc::write_str;
-        out.extend_from_slice(b"{\"accepted\":");
-        out.extend_from_slice(if self.accepted { b"true" } else { b"false" });
-        out.extend_from_slice(b",\"message\":");
-        match &self.message {
-            Some(m) => write_str(out, m),
-            None => out.extend_from_slice(b"null"),
+    fn wire(&self) -> Wire<'_, '_> {
+        Wire {
+            accepted: self.accepted,
+            message: &self.message,
+            code: self.code,
+            mutated_object: self.mutated.as_ref(),
+            audit_annotations: None,
+            warnings: &self.warnings,
         }
-        out.extend_from_slice(b",\"code\":");
-        match self.code {
-            Some(c) => out.extend_from_slice(c.to_string().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"mutated_object\":");
-        match &self.mutated {
-            Some(doc) => doc.write_json(out),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"audit_annotations\":null,\"warnings\":");
-        match &self.warnings {
-            Some(w) => {
-                out.push(b'[');
-                for (i, w) in w.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, w);
-                }
-                out.push(b']');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        out.push(b'}');
     }
 }
 
@@ -159,8 +143,17 @@ pub fn evaluate_to_bytes(payload: &[u8], host: &dyn Host) -> Vec<u8> {
         256
     };
     let mut out = Vec::with_capacity(capacity);
-    a.write_json(&mut out);
-    out
+    match serde_json::to_writer(&mut out, &a.wire()) {
+        Ok(()) => out,
+        // Unreachable (a Vec does not fail, every key is a string); still an answer, not a trap.
+        Err(e) => serde_json::to_vec(
+            &accept(vec![format!(
+                "hyperv-layered: cannot write the response ({e}); left unchanged"
+            )])
+            .wire(),
+        )
+        .unwrap_or_default(),
+    }
 }
 
 /// The checks run cheapest first: operation and kind, the gate setting, the creator; only a Pod
