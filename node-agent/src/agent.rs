@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::device_access::{self, AccessPolicy, AccessReport};
 use crate::health::HealthState;
 use crate::labels::{self, Desired, LabelPrefix};
 use crate::metrics::SyncResult;
@@ -24,6 +25,8 @@ pub struct RunConfig {
     pub prefix: LabelPrefix,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Make the host's /dev/mshv usable by uid/gid 107 on every probe tick (`None`: off).
+    pub device_access: Option<AccessPolicy>,
 }
 
 /// Why a write happens (logged, and useful in tests).
@@ -127,6 +130,13 @@ pub async fn run<S: Sys>(
     let mut next_probe = Instant::now();
     let mut desired: Option<Desired> = None;
     let mut last_state: Option<State> = None;
+    let mut last_access: Option<AccessReport> = None;
+    let device_node = prober.options().host_root.join("dev/mshv");
+    let target = publisher.target();
+    health.update_status(|s| {
+        s.published.target = target.to_string();
+        s.published.nfd_file = publisher.nfd_path().map(|p| p.display().to_string());
+    });
     info!(
         publish = publisher.target(),
         interval_s = cfg.interval.as_secs_f64(),
@@ -148,9 +158,11 @@ pub async fn run<S: Sys>(
 
         if now >= next_probe {
             let report = prober.probe();
-            health.metrics.observe_probe(&report);
-            health.set_ready();
+            health.record_probe(&report);
             if last_state != Some(report.state) {
+                if let Some(w) = report.hv_build_check.and_then(|c| c.warning()) {
+                    warn!(warning = %w, "hypervisor build");
+                }
                 info!(
                     state = report.state.as_str(),
                     capable = report.capable,
@@ -170,6 +182,11 @@ pub async fn run<S: Sys>(
             if report.partition_created_and_closed {
                 error!("the fingerprint ioctl created a partition; its fd was closed at once");
             }
+            if let Some(policy) = &cfg.device_access {
+                let access = device_access::apply(prober.sys(), &device_node, policy);
+                record_access(health, policy, &access, last_access.as_ref());
+                last_access = Some(access);
+            }
             desired = Some(labels::desired(&report, &cfg.prefix));
             // Schedule from `now`, not from the old deadline: after a long stall the agent
             // probes once, it does not catch up with a burst.
@@ -181,7 +198,10 @@ pub async fn run<S: Sys>(
         };
         match sync.decide(want, now, cfg.heartbeat) {
             Decision::Backoff => {}
-            Decision::Unchanged => health.metrics.observe_sync(SyncResult::Unchanged),
+            Decision::Unchanged => {
+                health.metrics.observe_sync(SyncResult::Unchanged);
+                health.update_status(|s| s.published.last_result = Some("unchanged"));
+            }
             Decision::Write(reason) => {
                 let result = tokio::select! {
                     r = publisher.publish(want, jiff::Timestamp::now()) => r,
@@ -190,6 +210,11 @@ pub async fn run<S: Sys>(
                 match result {
                     Ok(()) => {
                         health.metrics.observe_sync(SyncResult::Applied);
+                        health.update_status(|s| {
+                            s.published.labels.clone_from(&want.labels);
+                            s.published.last_write_at = Some(crate::status::now());
+                            s.published.last_result = Some("applied");
+                        });
                         info!(
                             reason = reason.as_str(),
                             labels = ?want.labels,
@@ -199,6 +224,10 @@ pub async fn run<S: Sys>(
                     }
                     Err(e) => {
                         health.metrics.observe_sync(SyncResult::Error);
+                        health.update_status(|s| {
+                            s.published.last_result = Some("error");
+                            s.record_error("publish", format!("{e}"));
+                        });
                         let delay = sync.failed(Instant::now());
                         warn!(
                             error = %e,
@@ -213,6 +242,46 @@ pub async fn run<S: Sys>(
         }
     }
     info!("shutting down; labels are left in place (use `cleanup` to remove them)");
+}
+
+/// Metrics and `/status` for one device access pass; a log line only when something was
+/// done or the outcome changed (an unchanged node every minute is not news).
+fn record_access(
+    health: &HealthState,
+    policy: &AccessPolicy,
+    access: &AccessReport,
+    last: Option<&AccessReport>,
+) {
+    health
+        .metrics
+        .observe_device_access(access.result.map(|r| r.as_str()), access.accessible);
+    let changed = last.is_none_or(|l| l.result != access.result || l.detail != access.detail);
+    match access.result {
+        Some(device_access::AccessResult::Applied) => {
+            info!(detail = %access.detail, accessible = access.accessible, "device access")
+        }
+        Some(device_access::AccessResult::Error) if changed => {
+            warn!(detail = %access.detail, errno = access.errno_name.as_deref().unwrap_or("-"), "device access")
+        }
+        _ if changed => {
+            info!(detail = %access.detail, accessible = access.accessible, "device access")
+        }
+        _ => {}
+    }
+    let want_mode = policy
+        .mode
+        .map_or_else(|| "keep".to_string(), |m| format!("{m:04o}"));
+    health.update_status(|s| {
+        if access.result == Some(device_access::AccessResult::Error) {
+            s.record_error("device-access", access.detail.clone());
+        }
+        s.device_access = Some(crate::status::DeviceAccessStatus {
+            report: access.clone(),
+            want_mode,
+            want_group: policy.group,
+            at: crate::status::now(),
+        });
+    });
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use tracing::{Instrument, error, info, info_span, warn};
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::agent::{self, RunConfig};
 use crate::backoff::Backoff;
+use crate::device_access::{self, AccessPolicy};
+use crate::device_plugin::{self, PluginConfig};
 use crate::health::{self, HealthState};
 use crate::labels::LabelPrefix;
 use crate::metrics::Metrics;
@@ -104,6 +106,47 @@ pub struct PublishArgs {
     pub api_timeout: HumanDuration,
 }
 
+/// The kubelet device plugin for /dev/mshv, and the device node's permissions.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Serve /dev/mshv to kubelet as a device plugin (`--device-plugin=false`: labels only,
+    /// e.g. for NFD-only clusters or where virt-handler serves mshv itself).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub device_plugin: bool,
+    /// kubelet's device plugin directory (kubelet.sock and the plugin sockets).
+    #[arg(long, default_value = device_plugin::DEFAULT_DIR)]
+    pub device_plugin_dir: PathBuf,
+    /// Extended resource the plugin serves (virt-handler's name for mshv).
+    #[arg(long, default_value = device_plugin::DEFAULT_RESOURCE, value_parser = parse_resource)]
+    pub device_resource: String,
+    /// Number of shared device IDs advertised (virt-handler's --max-devices default).
+    #[arg(long, default_value_t = device_plugin::DEFAULT_DEVICES, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub device_count: u32,
+    /// Permission bits to keep on the host's /dev/mshv so KubeVirt's qemu (uid/gid 107) can
+    /// open it (octal), or `keep` to leave the mode alone.
+    #[arg(long, default_value = "0666")]
+    pub device_mode: device_access::DeviceMode,
+    /// Also make this group own the host's /dev/mshv (e.g. 107, with --device-mode 0660).
+    #[arg(long, value_name = "GID")]
+    pub device_group: Option<u32>,
+}
+
+impl DeviceArgs {
+    pub fn access_policy(&self) -> Option<AccessPolicy> {
+        let policy = AccessPolicy {
+            mode: self.device_mode.0,
+            group: self.device_group,
+        };
+        (policy.mode.is_some() || policy.group.is_some()).then_some(policy)
+    }
+}
+
+/// An extended resource name as the API server checks it (the same check as the policy's
+/// `deviceResource` setting).
+fn parse_resource(s: &str) -> Result<String, String> {
+    vocab::names::check_extended_resource(s).map(|()| s.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// This node's name (the DaemonSet passes spec.nodeName through the downward API).
@@ -119,10 +162,10 @@ pub struct RunArgs {
     /// kernels log every MSHV_CREATE_PARTITION call).
     #[arg(long, default_value = "1h")]
     pub fingerprint_interval: HumanDuration,
-    /// Longest wait between retries of a failed publication.
+    /// Longest wait between retries of a failed publication or device plugin registration.
     #[arg(long, default_value = "2m")]
     pub max_backoff: HumanDuration,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz, /readyz and /status.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
     /// Log level of the agent (error, warn, info, debug, trace).
@@ -132,6 +175,8 @@ pub struct RunArgs {
     pub publish: PublishArgs,
     #[command(flatten)]
     pub host: HostArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -200,11 +245,31 @@ fn probe_options(host: &HostArgs, fingerprint_max_age: Duration) -> ProbeOptions
     }
 }
 
+/// `probe --json`: the report plus the read-only device access view.
+#[derive(serde::Serialize)]
+struct ProbeOutput<'a> {
+    #[serde(flatten)]
+    report: &'a crate::probe::ProbeReport,
+    device_access: device_access::AccessReport,
+    status_hint: String,
+}
+
 fn probe(args: &ProbeArgs) -> ExitCode {
     let mut prober = Prober::new(HostSys, probe_options(&args.host, Duration::ZERO));
     let report = prober.probe();
+    let access = device_access::inspect(
+        &HostSys,
+        &args.host.host_root.join("dev/mshv"),
+        &AccessPolicy::default(),
+    );
+    let status_hint = "curl http://<metrics-addr>/status on a running agent (run --metrics-addr, default 0.0.0.0:8080)".to_string();
     let out = if args.json {
-        match serde_json::to_string_pretty(&report) {
+        let output = ProbeOutput {
+            report: &report,
+            device_access: access,
+            status_hint,
+        };
+        match serde_json::to_string_pretty(&output) {
             Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("mshv-node-agent: cannot encode the report: {e}");
@@ -212,7 +277,11 @@ fn probe(args: &ProbeArgs) -> ExitCode {
             }
         }
     } else {
-        render::human(&report)
+        format!(
+            "{}device access: {} (run --device-mode, default 0666)\nstatus: {status_hint}\n",
+            render::human(&report),
+            access.detail
+        )
     };
     print!("{out}");
     ExitCode::from(report.state.exit_code())
@@ -233,15 +302,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bound = listener
         .local_addr()
         .context("reading the metrics address")?;
-    info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    info!(addr = %bound, "serving /metrics, /healthz, /readyz and /status");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // One stop signal for every task: the HTTP server, the device plugin and the loop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(
         health::serve(listener, Arc::clone(&health), async move {
-            let _ = stop_rx.changed().await;
+            let _ = server_stop.wait_for(|s| *s).await;
         })
         .in_current_span(),
     );
+    let plugin = if args.device.device_plugin {
+        let mut cfg = PluginConfig::new(
+            args.device.device_plugin_dir.clone(),
+            args.device.device_resource.clone(),
+            args.device.device_count,
+        );
+        cfg.backoff_cap = args.max_backoff.0;
+        Some(tokio::spawn(
+            device_plugin::lifecycle::run(cfg, Arc::clone(&health), stop_rx.clone())
+                .in_current_span(),
+        ))
+    } else {
+        info!("device plugin switched off (--device-plugin=false)");
+        device_plugin::lifecycle::report_disabled(&health);
+        None
+    };
 
     let interval = args.interval.0;
     let heartbeat = args.heartbeat.0;
@@ -267,6 +354,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         prefix: args.publish.label_prefix.clone(),
         backoff_base: Duration::from_millis(500).min(interval),
         backoff_cap: args.max_backoff.0,
+        device_access: args.device.access_policy(),
     };
     let mut prober = Prober::new(
         HostSys,
@@ -275,6 +363,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     agent::run(&mut prober, &publisher, &cfg, &health, shutdown_signal()).await;
 
     let _ = stop_tx.send(true);
+    if let Some(plugin) = plugin
+        && let Err(e) = plugin.await
+    {
+        warn!(error = %e, "device plugin task failed");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "metrics server stopped with an error"),

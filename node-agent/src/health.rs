@@ -1,8 +1,13 @@
-//! The agent's small HTTP server: `/metrics`, `/healthz` (the process is serving) and
-//! `/readyz` (a first probe has completed, so the metrics and labels mean something).
+//! The agent's small HTTP server: `/metrics`, `/healthz` (the process is serving),
+//! `/readyz` (a first probe has completed, so the metrics and labels mean something) and
+//! `/status` (JSON: see [`crate::status::Status`]).
+//!
+//! [`HealthState`] is also the hub between the tasks: the agent loop records probes here,
+//! and the device plugin follows the probe through [`HealthState::subscribe_capable`].
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
@@ -11,15 +16,27 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::probe::ProbeReport;
+use crate::status::Status;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HealthState {
     pub metrics: Metrics,
     ready: AtomicBool,
+    status: Mutex<Status>,
+    /// `true` while the last probe said `capable`; the device plugin's health.
+    capable: watch::Sender<bool>,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self::new(Metrics::new())
+    }
 }
 
 impl HealthState {
@@ -27,7 +44,41 @@ impl HealthState {
         Self {
             metrics,
             ready: AtomicBool::new(false),
+            status: Mutex::new(Status::default()),
+            capable: watch::Sender::new(false),
         }
+    }
+
+    /// Record one probe: metrics, `/status`, and the capable channel (which wakes the
+    /// device plugin's ListAndWatch streams only when the value actually changes).
+    pub fn record_probe(&self, report: &ProbeReport) {
+        self.metrics.observe_probe(report);
+        self.update_status(|s| s.record_probe(report));
+        self.capable.send_if_modified(|c| {
+            let changed = *c != report.capable;
+            *c = report.capable;
+            changed
+        });
+        self.set_ready();
+    }
+
+    /// Follow "the node is capable" (the current value first, then every change).
+    pub fn subscribe_capable(&self) -> watch::Receiver<bool> {
+        self.capable.subscribe()
+    }
+
+    /// Change the `/status` document. A poisoned lock (a panic elsewhere while holding it)
+    /// still holds usable data: keep serving it rather than failing.
+    pub fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        let mut guard = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_ready(&self) {
@@ -44,6 +95,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -81,5 +133,22 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static 
             StatusCode::SERVICE_UNAVAILABLE,
             "no probe has completed yet\n",
         )
+    }
+}
+
+async fn status(State(state): State<Arc<HealthState>>) -> axum::response::Response {
+    match serde_json::to_string_pretty(&state.status()) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body + "\n",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding the status failed: {e}\n"),
+        )
+            .into_response(),
     }
 }

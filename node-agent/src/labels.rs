@@ -16,14 +16,15 @@ use crate::probe::ProbeReport;
 
 /// Field manager of every server-side apply the agent makes.
 pub const FIELD_MANAGER: &str = "mshv-node-agent";
-/// Default prefix; the policy's default node label is `<this>capable`.
-pub const DEFAULT_PREFIX: &str = "mshv.node.hyperv-layered.io/";
+/// Default prefix; the policy's default node label is `<this>capable` (both from the shared
+/// `vocab` crate, so they cannot drift apart).
+pub const DEFAULT_PREFIX: &str = vocab::NODE_LABEL_PREFIX;
 
-pub const KEY_CAPABLE: &str = "capable";
-pub const KEY_PARTITION_TYPE: &str = "partition-type";
-pub const KEY_HV_BUILD: &str = "hv-build";
-pub const KEY_UAPI: &str = "uapi";
-pub const KEY_PROBE: &str = "probe";
+pub const KEY_CAPABLE: &str = vocab::CAPABLE;
+pub const KEY_PARTITION_TYPE: &str = vocab::PARTITION_TYPE;
+pub const KEY_HV_BUILD: &str = vocab::HV_BUILD;
+pub const KEY_UAPI: &str = vocab::UAPI;
+pub const KEY_PROBE: &str = vocab::PROBE;
 /// Every label name the agent may set (for cleanup).
 pub const LABEL_NAMES: [&str; 4] = [KEY_CAPABLE, KEY_PARTITION_TYPE, KEY_HV_BUILD, KEY_UAPI];
 
@@ -81,7 +82,7 @@ impl FromStr for LabelPrefix {
         if domain.len() > MAX_PREFIX {
             return Err(PrefixError::TooLong(domain.to_string()));
         }
-        if !is_dns_subdomain(domain) {
+        if !vocab::names::is_dns_subdomain(domain) {
             return Err(PrefixError::NotDnsSubdomain(s.to_string()));
         }
         let reserved = ["kubernetes.io", "k8s.io"]
@@ -94,33 +95,10 @@ impl FromStr for LabelPrefix {
     }
 }
 
-/// RFC 1123 subdomain as Kubernetes validates label prefixes.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.split('.').all(|part| {
-        let bytes = part.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= 63
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-    })
-}
-
 /// True when `v` is a valid Kubernetes label value: empty, or ≤ 63 chars of
 /// `[A-Za-z0-9_.-]` with an alphanumeric first and last character.
 pub fn is_valid_label_value(v: &str) -> bool {
-    if v.is_empty() {
-        return true;
-    }
-    let bytes = v.as_bytes();
-    bytes.len() <= MAX_LABEL_VALUE
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    vocab::names::is_label_value(v)
 }
 
 /// Map anything to a valid label value: other characters become '-', at most 63 are kept,

@@ -3,14 +3,18 @@
 //! a Node Feature Discovery features file, with Prometheus metrics and health endpoints.
 //!
 //! Pure cores (`probe` ladder over the `probe::sys` seam, `labels`, `backoff`,
-//! `agent::SyncState`) with I/O at the edges (`publish`, `health`, `cli`).
+//! `agent::SyncState`, `device_access::plan`, the `device_plugin` answers) with I/O at the
+//! edges (`publish`, `health`, `device_plugin::{service, registration, lifecycle}`, `cli`).
 
 pub mod agent;
 pub mod backoff;
 pub mod cli;
+pub mod device_access;
+pub mod device_plugin;
 pub mod health;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod publish;
+pub mod status;

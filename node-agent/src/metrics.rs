@@ -5,6 +5,16 @@
 //! - `mshv_node_agent_probes_total{result}`: probes by resulting state.
 //! - `mshv_node_agent_probe_duration_seconds`: wall time of one probe.
 //! - `mshv_node_agent_label_syncs_total{result}`: applied | unchanged | error.
+//! - `mshv_node_agent_device_plugin_state{state}`: 1 for the current state, 0 for the others
+//!   (registered, waiting-for-kubelet, deferred-to-virt-handler, disabled, error).
+//! - `mshv_node_agent_device_plugin_healthy_devices`: devices advertised Healthy (0 or N).
+//! - `mshv_node_agent_device_plugin_registrations_total{result}`: ok | error.
+//! - `mshv_node_agent_device_plugin_allocations_total`: Allocate calls answered.
+//! - `mshv_node_agent_device_access_total{result}`: chmod/chown passes (applied | unchanged | error).
+//! - `mshv_node_agent_device_accessible`: 1 when uid/gid 107 can read+write /dev/mshv.
+//! - `mshv_node_agent_hv_build_supported`: 1 when the hypervisor build is in the mshv
+//!   driver's validated range, 0 outside; no series off Hyper-V parent partitions.
+//! - `mshv_node_agent_info{version,kernel,hv_build,partition_type}`: always 1.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -16,6 +26,18 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::probe::ProbeReport;
 
+/// Values of `mshv_node_agent_device_plugin_state{state}` (the device plugin's
+/// `PluginState::as_str`); kept here so the gauge always has all five series.
+pub const PLUGIN_STATES: [&str; 5] = [
+    "registered",
+    "waiting-for-kubelet",
+    "deferred-to-virt-handler",
+    "disabled",
+    "error",
+];
+/// Until the device plugin task reports, it has not reached kubelet.
+const PLUGIN_STATE_INITIAL: &str = "waiting-for-kubelet";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CapableLabels {
     pub state: String,
@@ -26,6 +48,22 @@ pub struct CapableLabels {
 pub struct ResultLabel {
     pub result: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub version: String,
+    pub kernel: String,
+    pub hv_build: String,
+    pub partition_type: String,
+}
+
+/// A gauge family with no labels, so the series can be absent (`clear`) when unknown.
+type Unlabelled = Vec<(String, String)>;
 
 /// Outcome of one label sync decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +90,14 @@ pub struct Metrics {
     probes: Family<ResultLabel, Counter>,
     probe_duration: Histogram,
     syncs: Family<ResultLabel, Counter>,
+    plugin_state: Family<StateLabel, Gauge>,
+    healthy_devices: Gauge,
+    registrations: Family<ResultLabel, Counter>,
+    allocations: Counter,
+    device_access: Family<ResultLabel, Counter>,
+    device_accessible: Gauge,
+    hv_build_supported: Family<Unlabelled, Gauge>,
+    info: Family<InfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -85,13 +131,71 @@ impl Metrics {
             "Label publication decisions by result (applied, unchanged, error)",
             syncs.clone(),
         );
-        Self {
+        let plugin_state = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "device_plugin_state",
+            "State of the /dev/mshv device plugin: 1 for the current state, 0 for the others",
+            plugin_state.clone(),
+        );
+        let healthy_devices = Gauge::default();
+        registry.register(
+            "device_plugin_healthy_devices",
+            "Devices the device plugin currently advertises as Healthy (0 or N)",
+            healthy_devices.clone(),
+        );
+        let registrations = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "device_plugin_registrations",
+            "Registrations with kubelet by result (ok, error)",
+            registrations.clone(),
+        );
+        let allocations = Counter::default();
+        registry.register(
+            "device_plugin_allocations",
+            "Allocate calls answered by the device plugin",
+            allocations.clone(),
+        );
+        let device_access = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "device_access",
+            "Passes that make /dev/mshv usable by uid/gid 107, by result (applied, unchanged, error)",
+            device_access.clone(),
+        );
+        let device_accessible = Gauge::default();
+        registry.register(
+            "device_accessible",
+            "1 when /dev/mshv's mode and owner let uid/gid 107 read and write it, else 0",
+            device_accessible.clone(),
+        );
+        let hv_build_supported = Family::<Unlabelled, Gauge>::default();
+        registry.register(
+            "hv_build_supported",
+            "1 when the hypervisor build is in the range the mainline mshv driver is validated for, 0 outside",
+            hv_build_supported.clone(),
+        );
+        let info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "info",
+            "Agent version, kernel, hypervisor build and partition type; always 1",
+            info.clone(),
+        );
+        let metrics = Self {
             registry,
             capable,
             probes,
             probe_duration,
             syncs,
-        }
+            plugin_state,
+            healthy_devices,
+            registrations,
+            allocations,
+            device_access,
+            device_accessible,
+            hv_build_supported,
+            info,
+        };
+        metrics.set_plugin_state(PLUGIN_STATE_INITIAL);
+        metrics
     }
 
     pub fn observe_probe(&self, report: &ProbeReport) {
@@ -109,6 +213,60 @@ impl Metrics {
             .inc();
         self.probe_duration
             .observe(report.duration_us as f64 / 1_000_000.0);
+        self.hv_build_supported.clear();
+        if let Some(check) = report.hv_build_check {
+            self.hv_build_supported
+                .get_or_create(&Vec::new())
+                .set(i64::from(check.supported));
+        }
+        self.info.clear();
+        self.info
+            .get_or_create(&InfoLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                kernel: report.kernel_release.clone().unwrap_or_default(),
+                hv_build: report.hv_build.map(|b| b.to_string()).unwrap_or_default(),
+                partition_type: report.partition_type.as_str().to_string(),
+            })
+            .set(1);
+    }
+
+    /// Set the device plugin state: 1 for `current`, 0 for every other state.
+    pub fn set_plugin_state(&self, current: &str) {
+        for state in PLUGIN_STATES {
+            self.plugin_state
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(i64::from(state == current));
+        }
+    }
+
+    pub fn set_healthy_devices(&self, n: u32) {
+        self.healthy_devices.set(i64::from(n));
+    }
+
+    pub fn observe_registration(&self, ok: bool) {
+        self.registrations
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_allocation(&self) {
+        self.allocations.inc();
+    }
+
+    /// One device access pass; `None` (node absent) counts nothing.
+    pub fn observe_device_access(&self, result: Option<&str>, accessible: bool) {
+        if let Some(result) = result {
+            self.device_access
+                .get_or_create(&ResultLabel {
+                    result: result.to_string(),
+                })
+                .inc();
+        }
+        self.device_accessible.set(i64::from(accessible));
     }
 
     pub fn observe_sync(&self, result: SyncResult) {

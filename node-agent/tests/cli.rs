@@ -225,8 +225,12 @@ struct Running {
 impl Running {
     fn start(args: &[&str], kubeconfig: Option<&Path>) -> Self {
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("NODE_NAME")
+        cmd.args(args);
+        // Never reach a real kubelet from a test: the plugin only where a test asks for it.
+        if args.first() == Some(&"run") && !args.iter().any(|a| a.starts_with("--device-plugin")) {
+            cmd.arg("--device-plugin=false");
+        }
+        cmd.env_remove("NODE_NAME")
             .env_remove("HOST_ROOT")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -541,4 +545,67 @@ fn run_with_nfd_writes_the_features_file_and_keeps_it() {
         .expect("cleanup");
     assert_eq!(out.status.code(), Some(0));
     assert!(!file.exists());
+}
+
+/// The built binary serves the device plugin: registration with a (fake) kubelet in
+/// `--device-plugin-dir`, `registered` in /metrics and /status, the socket removed on SIGTERM.
+#[test]
+fn run_registers_the_device_plugin_and_reports_it() {
+    let node = "worker-dp";
+    let root = FakeRoot::new().with_driver(58);
+    let nfd = tempfile::tempdir().expect("nfd");
+    let plugins = tempfile::tempdir().expect("device-plugins");
+    let (regs, stop_kubelet) = common::fake_kubelet::start_kubelet_thread(plugins.path());
+    let agent = Running::start(
+        &[
+            "run",
+            "--node-name",
+            node,
+            "--interval",
+            "100ms",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--host-root",
+            root.path().to_str().expect("utf8"),
+            "--publish",
+            "nfd",
+            "--nfd-dir",
+            nfd.path().to_str().expect("utf8"),
+            "--device-plugin-dir",
+            plugins.path().to_str().expect("utf8"),
+            "--device-count",
+            "8",
+        ],
+        None,
+    );
+    let req = regs
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the binary registers with kubelet");
+    assert_eq!(req.resource_name, "devices.kubevirt.io/mshv");
+    assert_eq!(req.endpoint, "mshv-node-agent-mshv.sock");
+    let sock = plugins.path().join("mshv-node-agent-mshv.sock");
+    assert!(sock.exists());
+
+    assert!(wait_until(Duration::from_secs(20), || agent
+        .metrics_addr()
+        .is_some()));
+    let addr = agent.metrics_addr().expect("metrics addr");
+    assert!(wait_until(Duration::from_secs(20), || http_get(
+        addr, "/metrics"
+    )
+    .is_some_and(
+        |(_, b)| b.contains("mshv_node_agent_device_plugin_state{state=\"registered\"} 1")
+    )));
+    let (code, body) = http_get(addr, "/status").expect("/status");
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["device_plugin"]["state"], "registered");
+    assert_eq!(v["device_plugin"]["devices"], 8);
+    assert_eq!(v["published"]["target"], "nfd");
+
+    let (status, lines) = agent.sigterm_and_wait();
+    assert_eq!(status, 0);
+    assert_every_line_is_json_naming(&lines, node);
+    assert!(!sock.exists(), "the socket is removed on shutdown");
+    drop(stop_kubelet);
 }

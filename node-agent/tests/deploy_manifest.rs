@@ -1,6 +1,8 @@
 //! deploy/node-agent.yaml agrees with the binary: the DaemonSet's args parse with the
 //! agent's own CLI, the probes hit the agent's routes on the metrics port, the host mounts
-//! sit under --host-root, and RBAC grants exactly nodes get/patch.
+//! sit under --host-root (/dev read-write for --device-mode, /sys and /proc read-only),
+//! kubelet's device plugin directory is mounted where --device-plugin-dir says, and RBAC
+//! grants exactly nodes get/patch.
 
 use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -120,7 +122,16 @@ fn daemonset_matches_the_binary() {
             .iter()
             .find(|m| m.mount_path == format!("{host_root}{host}"))
             .unwrap_or_else(|| panic!("{host} not mounted under --host-root {host_root}"));
-        assert_eq!(m.read_only, Some(true), "{host} must be read-only");
+        if host == "/dev" && run.device.access_policy().is_some() {
+            // chmod of the host's /dev/mshv needs a writable mount (EROFS otherwise).
+            assert_ne!(
+                m.read_only,
+                Some(true),
+                "/dev must be writable for --device-mode"
+            );
+        } else {
+            assert_eq!(m.read_only, Some(true), "{host} must be read-only");
+        }
         let vol = pod
             .volumes
             .as_ref()
@@ -130,6 +141,38 @@ fn daemonset_matches_the_binary() {
             .expect("volume");
         assert_eq!(vol.host_path.as_ref().map(|h| h.path.as_str()), Some(host));
     }
+
+    assert!(
+        run.device.device_plugin,
+        "the manifest serves the device plugin"
+    );
+    let dp_dir = run
+        .device
+        .device_plugin_dir
+        .to_str()
+        .expect("utf8")
+        .to_string();
+    let m = mounts
+        .iter()
+        .find(|m| m.mount_path == dp_dir)
+        .unwrap_or_else(|| panic!("--device-plugin-dir {dp_dir} is not mounted"));
+    assert_ne!(
+        m.read_only,
+        Some(true),
+        "the agent creates its socket there"
+    );
+    let vol = pod
+        .volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == m.name)
+        .expect("device plugin volume");
+    assert_eq!(
+        vol.host_path.as_ref().map(|h| h.path.as_str()),
+        Some("/var/lib/kubelet/device-plugins")
+    );
+    assert_eq!(run.device.device_resource, "devices.kubevirt.io/mshv");
 
     let port = c
         .ports

@@ -14,8 +14,8 @@ use mshv_node_agent::probe::cpuid::{
     HV_CPU_MANAGEMENT, HV_CREATE_PARTITIONS, HV_ISOLATION, fake_hyperv_leaf,
 };
 use mshv_node_agent::probe::sys::{
-    CpuidRegs, Device, FINGERPRINT_ARGS, HV_PARTITION_PROPERTY_PRIVILEGE_FLAGS, HostDevice,
-    HostSys, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind, Sys,
+    CpuidRegs, Device, FINGERPRINT_ARGS, FileAccess, HV_PARTITION_PROPERTY_PRIVILEGE_FLAGS,
+    HostDevice, HostSys, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind, Sys,
 };
 mod common;
 
@@ -206,6 +206,19 @@ impl Sys for TestSys {
                 partition_fd: Rc::clone(&self.partition_fd),
             }),
         }
+    }
+
+    // The probe ladder never changes files: these must not be reached from it.
+    fn file_access(&self, _path: &Path) -> io::Result<FileAccess> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    fn chmod(&self, _path: &Path, _mode: u32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    fn chown(&self, _path: &Path, _uid: Option<u32>, _gid: Option<u32>) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 }
 

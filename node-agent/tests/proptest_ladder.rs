@@ -14,7 +14,7 @@ use std::path::Path;
 use mshv_node_agent::labels::{self, LabelPrefix, is_valid_label_value};
 use mshv_node_agent::probe::cpuid::{HV_CPU_MANAGEMENT, HV_CREATE_PARTITIONS, fake_hyperv_leaf};
 use mshv_node_agent::probe::sys::{
-    CpuidRegs, Device, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind, Sys,
+    CpuidRegs, Device, FileAccess, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind, Sys,
 };
 use mshv_node_agent::probe::{ProbeOptions, Prober, State};
 use proptest::prelude::*;
@@ -122,6 +122,19 @@ impl Sys for FuzzSys {
             fingerprint: self.fingerprint,
             self_query: self.self_query,
         })
+    }
+
+    // The probe ladder never changes files: these must not be reached from it.
+    fn file_access(&self, _path: &Path) -> io::Result<FileAccess> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    fn chmod(&self, _path: &Path, _mode: u32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    fn chown(&self, _path: &Path, _uid: Option<u32>, _gid: Option<u32>) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 }
 

@@ -57,6 +57,7 @@ fn reports() -> impl Strategy<Value = ProbeReport> {
                 hv_vendor: None,
                 hv_build: build,
                 hv_version: None,
+                hv_build_check: build.map(mshv_node_agent::probe::hv_build::check),
                 uapi,
                 errno,
                 errno_name: errno.map(errno_name),

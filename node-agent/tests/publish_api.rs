@@ -42,6 +42,7 @@ fn cfg(interval_ms: u64, heartbeat: Duration) -> RunConfig {
         prefix: LabelPrefix::default(),
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(160),
+        device_access: None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! when nothing has ruled the node out yet.
 
 pub mod cpuid;
+pub mod hv_build;
 pub mod procfs;
 pub mod render;
 pub mod sys;
@@ -249,6 +250,8 @@ pub struct ProbeReport {
     pub hv_vendor: Option<String>,
     pub hv_build: Option<u32>,
     pub hv_version: Option<String>,
+    /// The build against the mainline driver's validated range (parent partitions only).
+    pub hv_build_check: Option<hv_build::HvBuildCheck>,
     pub uapi: Option<Uapi>,
     /// errno of the deciding syscall (EINVAL from the fingerprint when capable).
     pub errno: Option<i32>,
@@ -347,6 +350,7 @@ impl<S: Sys> Prober<S> {
             hv_vendor: None,
             hv_build: None,
             hv_version: None,
+            hv_build_check: None,
             uapi: None,
             errno: None,
             errno_name: None,
@@ -463,6 +467,10 @@ impl<S: Sys> Prober<S> {
                 report.hv_vendor = Some(cpuid::HV_VENDOR.to_string());
                 report.hv_build = Some(info.build);
                 report.hv_version = Some(format!("{}.{}.{}", info.major, info.minor, info.build));
+                // The driver only loads in parent partitions; a guest's build says nothing.
+                if info.partition_type.is_parent() {
+                    report.hv_build_check = Some(hv_build::check(info.build));
+                }
                 let detail = hv_detail(&info);
                 if info.partition_type.is_parent() {
                     ladder.push(StepName::Cpuid, Outcome::Pass, detail);

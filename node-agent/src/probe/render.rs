@@ -83,6 +83,20 @@ pub fn human(report: &ProbeReport) -> String {
         report.host_root,
         report.duration_us
     );
+    if let Some(check) = report.hv_build_check {
+        match check.warning() {
+            Some(w) => {
+                let _ = writeln!(out, "WARNING: {w}.");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "hypervisor build {} is in {}..={}, the mshv driver's validated range",
+                    check.build, check.min, check.max
+                );
+            }
+        }
+    }
     if report.partition_created_and_closed {
         let _ = writeln!(
             out,

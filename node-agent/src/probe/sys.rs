@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// `MSHV_IOCTL` in include/uapi/linux/mshv.h.
@@ -118,6 +118,18 @@ pub struct NodeInfo {
     pub ino: u64,
 }
 
+/// Permission bits and owner of a path (`stat(2)`), for the device access step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileAccess {
+    pub kind: NodeKind,
+    /// `st_mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Inode number: a changed inode means the node was re-created.
+    pub ino: u64,
+}
+
 /// Result of the optional self partition-property query: the errno, if any, plus the
 /// hypervisor status the kernel copied back (0 when the call never reached the hypervisor).
 #[derive(Debug)]
@@ -146,6 +158,12 @@ pub trait Sys {
     /// Open read-only, close-on-exec, non-blocking: ioctls on a misc device need no write
     /// access, and this is what rust-vmm's `Mshv::open_with_cloexec` does too.
     fn open(&self, path: &Path) -> io::Result<Self::Device>;
+    /// `stat(2)` with mode and owner (follows symlinks).
+    fn file_access(&self, path: &Path) -> io::Result<FileAccess>;
+    /// `chmod(2)`: set the permission bits (`mode & 0o7777`).
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// `chown(2)`; `None` leaves that id unchanged (-1).
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>;
 }
 
 /// The real host.
@@ -224,19 +242,8 @@ impl Sys for HostSys {
 
     fn stat(&self, path: &Path) -> io::Result<NodeInfo> {
         let meta = std::fs::metadata(path)?;
-        let ft = meta.file_type();
-        let kind = if ft.is_char_device() {
-            NodeKind::CharDevice
-        } else if ft.is_block_device() {
-            NodeKind::BlockDevice
-        } else if ft.is_file() {
-            NodeKind::Regular
-        } else if ft.is_dir() {
-            NodeKind::Directory
-        } else {
-            NodeKind::Other
-        };
         let rdev = meta.rdev();
+        let kind = node_kind(&meta);
         Ok(NodeInfo {
             kind,
             major: libc::major(rdev),
@@ -251,6 +258,40 @@ impl Sys for HostSys {
             .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
         Ok(HostDevice { file })
+    }
+
+    fn file_access(&self, path: &Path) -> io::Result<FileAccess> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileAccess {
+            kind: node_kind(&meta),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            ino: meta.ino(),
+        })
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+    }
+
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        std::os::unix::fs::chown(path, uid, gid)
+    }
+}
+
+fn node_kind(meta: &std::fs::Metadata) -> NodeKind {
+    let ft = meta.file_type();
+    if ft.is_char_device() {
+        NodeKind::CharDevice
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice
+    } else if ft.is_file() {
+        NodeKind::Regular
+    } else if ft.is_dir() {
+        NodeKind::Directory
+    } else {
+        NodeKind::Other
     }
 }
 

@@ -48,4 +48,12 @@ impl Publisher {
             Publisher::Nfd(_) => "nfd",
         }
     }
+
+    /// The features file, when publishing through NFD.
+    pub fn nfd_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Publisher::Api(_) => None,
+            Publisher::Nfd(p) => Some(p.path()),
+        }
+    }
 }

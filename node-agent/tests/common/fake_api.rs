@@ -233,13 +233,9 @@ fn string_map(
     }
 }
 
+/// The API server's label value check, from the crate the agent and the policy share.
 fn valid_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && v.as_bytes()[0].is_ascii_alphanumeric()
-            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+    vocab::names::is_label_value(v)
 }
 
 async fn handle(

@@ -2,7 +2,7 @@
 //! tests and the bench.
 #![allow(dead_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -13,7 +13,8 @@ use std::rc::Rc;
 
 use mshv_node_agent::probe::cpuid::{HV_CREATE_PARTITIONS, fake_hyperv_leaf};
 use mshv_node_agent::probe::sys::{
-    CpuidRegs, Device, HostSys, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind, Sys,
+    CpuidRegs, Device, FileAccess, HostSys, HvcallOutcome, MshvCreatePartition, NodeInfo, NodeKind,
+    Sys,
 };
 
 /// A host root in a temp dir: `proc/`, `sys/`, `dev/` as the probe expects them.
@@ -97,6 +98,47 @@ pub struct SwitchSys {
     pub features: Rc<Cell<u32>>,
     pub fingerprint_errno: i32,
     pub ioctl_calls: Rc<Cell<u64>>,
+    /// The fake /dev/mshv's mode and owner, changed by chmod/chown.
+    pub node: Rc<RefCell<FakeNode>>,
+}
+
+/// A device node's mode and owner, and errors to inject into chmod/chown.
+#[derive(Debug, Clone)]
+pub struct FakeNode {
+    pub present: bool,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub ino: u64,
+    pub chmod_errno: Option<i32>,
+    pub chmod_calls: u32,
+    pub chown_calls: u32,
+}
+
+impl Default for FakeNode {
+    fn default() -> Self {
+        Self {
+            present: true,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            ino: 1,
+            chmod_errno: None,
+            chmod_calls: 0,
+            chown_calls: 0,
+        }
+    }
+}
+
+impl FakeNode {
+    /// What udev or a module reload does: a new inode, back to 0600 root:root.
+    pub fn recreate(&mut self) {
+        self.present = true;
+        self.mode = 0o600;
+        self.uid = 0;
+        self.gid = 0;
+        self.ino += 1;
+    }
 }
 
 impl SwitchSys {
@@ -105,7 +147,14 @@ impl SwitchSys {
             features: Rc::new(Cell::new(HV_CREATE_PARTITIONS)),
             fingerprint_errno: libc::EINVAL,
             ioctl_calls: Rc::new(Cell::new(0)),
+            node: Rc::new(RefCell::new(FakeNode::default())),
         }
+    }
+
+    /// Capable (L1VH) or not (an ordinary guest), switched at run time.
+    pub fn set_capable(&self, capable: bool) {
+        self.features
+            .set(if capable { HV_CREATE_PARTITIONS } else { 0 });
     }
 }
 
@@ -157,5 +206,47 @@ impl Sys for SwitchSys {
             errno: self.fingerprint_errno,
             calls: Rc::clone(&self.ioctl_calls),
         })
+    }
+
+    fn file_access(&self, path: &Path) -> io::Result<FileAccess> {
+        assert!(path.ends_with("dev/mshv"), "only the device node: {path:?}");
+        let n = self.node.borrow();
+        if !n.present {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(FileAccess {
+            kind: NodeKind::CharDevice,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            ino: n.ino,
+        })
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        assert!(path.ends_with("dev/mshv"), "only the device node: {path:?}");
+        let mut n = self.node.borrow_mut();
+        n.chmod_calls += 1;
+        if let Some(e) = n.chmod_errno {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        n.mode = mode & 0o7777;
+        Ok(())
+    }
+
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        assert!(path.ends_with("dev/mshv"), "only the device node: {path:?}");
+        let mut n = self.node.borrow_mut();
+        n.chown_calls += 1;
+        if let Some(e) = n.chmod_errno {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        if let Some(u) = uid {
+            n.uid = u;
+        }
+        if let Some(g) = gid {
+            n.gid = g;
+        }
+        Ok(())
     }
 }

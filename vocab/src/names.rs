@@ -6,7 +6,7 @@ const QUALIFIED_NAME_MAX: usize = 63;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
 
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
-fn check_name_part(name: &str) -> Result<(), String> {
+pub fn check_name_part(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > QUALIFIED_NAME_MAX {
         return Err(format!("name part {name:?} must be 1-63 characters"));
     }
@@ -29,7 +29,7 @@ fn check_name_part(name: &str) -> Result<(), String> {
 }
 
 /// A lowercase RFC 1123 subdomain, at most 253 characters.
-fn check_dns_subdomain(prefix: &str) -> Result<(), String> {
+pub fn check_dns_subdomain(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() || prefix.len() > DNS1123_SUBDOMAIN_MAX {
         return Err(format!("prefix {prefix:?} must be 1-253 characters"));
     }
@@ -48,6 +48,12 @@ fn check_dns_subdomain(prefix: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An object name or namespace: a lowercase RFC 1123 subdomain (namespaces are the stricter
+/// DNS label, which the API server checks for us: a wrong one is simply not found).
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    check_dns_subdomain(name).map_err(|_| format!("{name:?} is not a lowercase DNS-1123 name"))
 }
 
 /// A label key: optional `prefix/` plus a name part.
@@ -81,6 +87,11 @@ pub fn check_extended_resource(name: &str) -> Result<(), String> {
 /// A label value: empty, or a name part.
 pub fn is_label_value(value: &str) -> bool {
     value.is_empty() || check_name_part(value).is_ok()
+}
+
+/// Whether `domain` is a lowercase RFC 1123 subdomain (a label key's prefix, without `/`).
+pub fn is_dns_subdomain(domain: &str) -> bool {
+    check_dns_subdomain(domain).is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,157 @@
+//! What `GET /status` answers: the agent's own account of the last probe, what it
+//! published (labels or NFD file, device plugin, device mode), the last error and versions.
+//! Plain data, filled by the agent loop and the device plugin task, serialised as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::device_access::AccessReport;
+use crate::probe::ProbeReport;
+use crate::probe::hv_build::HvBuildCheck;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub agent_version: &'static str,
+    /// `None` until the first probe has completed.
+    pub probe: Option<ProbeStatus>,
+    pub kernel: Option<String>,
+    pub hypervisor: Option<HypervisorStatus>,
+    pub published: Published,
+    pub device_plugin: DevicePluginStatus,
+    /// The last pass over /dev/mshv's mode and owner (`None` when switched off).
+    pub device_access: Option<DeviceAccessStatus>,
+    pub last_error: Option<LastError>,
+    /// Things a person should look at, one sentence each (also logged at WARN).
+    pub warnings: Vec<String>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            agent_version: env!("CARGO_PKG_VERSION"),
+            probe: None,
+            kernel: None,
+            hypervisor: None,
+            published: Published::default(),
+            device_plugin: DevicePluginStatus::default(),
+            device_access: None,
+            last_error: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    pub state: &'static str,
+    pub capable: bool,
+    pub errno: Option<i32>,
+    pub errno_name: Option<String>,
+    pub reason: String,
+    pub partition_type: &'static str,
+    pub uapi: Option<&'static str>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HypervisorStatus {
+    pub build: u32,
+    pub version: Option<String>,
+    /// Against the mainline mshv driver's validated range (parent partitions only).
+    pub build_check: Option<HvBuildCheck>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    /// `api` (Node labels) or `nfd` (features file).
+    pub target: String,
+    /// The labels last written successfully.
+    pub labels: BTreeMap<String, String>,
+    pub nfd_file: Option<String>,
+    pub last_write_at: Option<String>,
+    /// `applied`, `unchanged` or `error` (the last sync decision).
+    pub last_result: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePluginStatus {
+    /// `registered`, `waiting-for-kubelet`, `deferred-to-virt-handler`, `disabled`, `error`.
+    pub state: &'static str,
+    pub resource: Option<String>,
+    pub socket: Option<String>,
+    pub devices: u32,
+    pub healthy_devices: u32,
+    pub detail: String,
+    pub since: Option<String>,
+}
+
+impl Default for DevicePluginStatus {
+    fn default() -> Self {
+        Self {
+            state: "waiting-for-kubelet",
+            resource: None,
+            socket: None,
+            devices: 0,
+            healthy_devices: 0,
+            detail: "not started yet".into(),
+            since: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceAccessStatus {
+    #[serde(flatten)]
+    pub report: AccessReport,
+    /// The configured mode (`keep` when unmanaged) and group.
+    pub want_mode: String,
+    pub want_group: Option<u32>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// `publish`, `device-plugin` or `device-access`.
+    pub component: &'static str,
+    pub message: String,
+    pub at: String,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl Status {
+    pub fn record_probe(&mut self, report: &ProbeReport) {
+        self.probe = Some(ProbeStatus {
+            state: report.state.as_str(),
+            capable: report.capable,
+            errno: report.errno,
+            errno_name: report.errno_name.clone(),
+            reason: report.reason.clone(),
+            partition_type: report.partition_type.as_str(),
+            uapi: report.uapi.map(|u| u.as_str()),
+            at: now(),
+        });
+        self.kernel.clone_from(&report.kernel_release);
+        self.hypervisor = report.hv_build.map(|build| HypervisorStatus {
+            build,
+            version: report.hv_version.clone(),
+            build_check: report.hv_build_check,
+        });
+        self.warnings = report
+            .hv_build_check
+            .and_then(|c| c.warning())
+            .into_iter()
+            .collect();
+    }
+
+    pub fn record_error(&mut self, component: &'static str, message: String) {
+        self.last_error = Some(LastError {
+            component,
+            message,
+            at: now(),
+        });
+    }
+}
