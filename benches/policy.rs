@@ -50,7 +50,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "full-mshv",
         request: "tests/data/launcher-v1.8-kvm.json",
-        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true}"#,
+        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}"#,
         session: Some("tests/data/sessions/nodes-capable.yml"),
     },
     Scenario {
@@ -62,13 +62,19 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "full-mshv-default-settings",
         request: "tests/data/launcher-v1.5.json",
-        settings: "{}",
+        settings: r#"{"launcherImages":["quay.io/kubevirt/virt-launcher"]}"#,
         session: Some("tests/data/sessions/kv-per-pod.yml"),
+    },
+    Scenario {
+        name: "mixed-mode (kvm kept, mshv added)",
+        request: "tests/data/launcher-v1.8-kvm.json",
+        settings: r#"{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}"#,
+        session: Some("tests/data/sessions/nodes-mixed.yml"),
     },
     Scenario {
         name: "full-mshv-1000-nodes",
         request: "tests/data/launcher-v1.8-kvm.json",
-        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true}"#,
+        settings: r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}"#,
         session: Some("tests/data/sessions/nodes-1000.yml"),
     },
 ];

@@ -13,15 +13,19 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use crate::decision_log::DecisionLog;
 use crate::launcher::{APP_LABEL, CREATED_BY_LABEL, LAUNCHER_APP, MIGRATION_JOB_LABEL};
 use crate::quantity;
 use crate::record::{HYPERVISOR_KEY, Hypervisor};
 use crate::settings::Settings;
 
-/// The waPC host seam: one call of namespace `kubernetes` of binding `kubewarden`.
-/// In wasm it is `wapc_guest::host_call`; tests and benchmarks replay recorded answers.
+/// The waPC host seam: one call of namespace `kubernetes` of binding `kubewarden`, and the
+/// policy's log records. In wasm it is `wapc_guest::host_call` and the SDK's log drain; tests
+/// and benchmarks replay recorded answers.
 pub trait Host {
     fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String>;
+    /// One decision record for the host's log stream (policy-server's own log).
+    fn log(&self, _record: &DecisionLog) {}
 }
 
 /// policy-server's host calls.
@@ -32,6 +36,33 @@ impl Host for WapcHost {
         wapc_guest::host_call("kubewarden", "kubernetes", operation, request)
             .map_err(|e| e.to_string())
     }
+
+    fn log(&self, record: &DecisionLog) {
+        record.emit_to_host();
+    }
+}
+
+/// At most this many bytes of a host's error text reach a warning, an annotation or a log.
+pub const MAX_CAUSE: usize = 200;
+
+/// The first line of `text`, without control characters, cut to `max` bytes (at a character
+/// boundary, marked with `…`). Host error text is free text: with `RUST_BACKTRACE` set on the
+/// host it carries a whole stack trace, which must not land in every Pod warning.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+    if clean.len() <= max {
+        return clean;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &clean[..end])
 }
 
 /// A failed lookup: what was asked and what went wrong, for messages and warnings.
@@ -43,7 +74,12 @@ pub struct LookupError {
 
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} failed: {}", self.what, self.cause)
+        write!(
+            f,
+            "{} failed: {}",
+            self.what,
+            one_line(&self.cause, MAX_CAUSE)
+        )
     }
 }
 
@@ -180,7 +216,8 @@ struct List<T> {
 }
 
 /// A node counts when the agent verified it, it is Ready and schedulable and, with
-/// `requireAllocatable`, its device plugin advertises the mshv device.
+/// `requireAllocatable`, its device plugin advertises the mshv device. In mixed mode it must
+/// also advertise the KVM device: the switched launcher keeps requesting it.
 pub fn is_capable(node: &Node, settings: &Settings) -> bool {
     let labelled = node.metadata.labels.get(&settings.node_label) == Some("true");
     let ready = node
@@ -188,14 +225,16 @@ pub fn is_capable(node: &Node, settings: &Settings) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    let allocatable = !settings.require_allocatable
-        || node
-            .status
+    let advertises = |resource: &str| {
+        node.status
             .allocatable
-            .get(&settings.device_resource)
+            .get(resource)
             .and_then(|q| quantity::parse(q).ok())
-            .is_some_and(|q| q.is_positive());
-    labelled && ready && !node.spec.unschedulable && allocatable
+            .is_some_and(|q| q.is_positive())
+    };
+    let allocatable = !settings.require_allocatable || advertises(&settings.device_resource);
+    let kvm = !settings.mixed_mode || advertises(&settings.kvm_device_resource);
+    labelled && ready && !node.spec.unschedulable && allocatable && kvm
 }
 
 /// The first capable node's name, or `None`. One fixed request per policy: `<nodeLabel>=true`.
@@ -297,43 +336,47 @@ fn scan_nodes(reply: &[u8], settings: &Settings) -> Result<Option<String>, serde
 
 // ---- KubeVirt CR ---------------------------------------------------------------------------
 
-/// The KubeVirt CR that is in force: the `Deployed` one, else the first (KubeVirt refuses to
-/// deploy a second CR, so more than one is a transient state). `None` when there is none.
-pub fn kubevirt_cr(host: &dyn Host) -> Result<Option<Value>, LookupError> {
-    let req = ListAllResourcesRequest {
+/// The KubeVirt CR named in `gate.kubevirt`, read with an uncached GET.
+///
+/// A GET, not a LIST: policy-server answers a LIST from a watch-backed cache whose first LIST
+/// it waits for without a deadline, and a LIST the API server refuses (403 when the RBAC of
+/// deploy/policy-rbac.yaml is missing, 404/500) is retried forever while the admission request
+/// holds a policy-server worker (docs/policy-server-lookup-hang.md). A GET fails fast with the
+/// API server's answer, so a misconfigured cluster gives `lookup-error` at once. Uncached,
+/// because policy-server serializes cached GETs behind the slowest one.
+pub fn kubevirt_cr(host: &dyn Host, settings: &Settings) -> Result<Option<Value>, LookupError> {
+    let kv = &settings.gate.kubevirt;
+    let req = GetResourceRequest {
         api_version: "kubevirt.io/v1".to_string(),
         kind: "KubeVirt".to_string(),
-        label_selector: None,
-        field_selector: None,
+        name: kv.name.clone(),
+        namespace: Some(kv.namespace.clone()),
+        disable_cache: true,
         field_masks: masks(&KUBEVIRT_FIELD_MASKS),
     };
-    let list: List<Value> = call(
-        host,
-        || "listing KubeVirt CRs".to_string(),
-        "list_resources_all",
-        &req,
-    )?;
-    let deployed = list
-        .items
-        .iter()
-        .position(|kv| kv.pointer("/status/phase").and_then(Value::as_str) == Some("Deployed"));
-    let mut items = list.items;
-    Ok(match deployed {
-        Some(i) => Some(items.swap_remove(i)),
-        None => items.into_iter().next(),
-    })
+    let what = || format!("reading KubeVirt {}/{}", kv.namespace, kv.name);
+    let cr: Value = call(host, what, "get_resource", &req)?;
+    if !cr.is_object() {
+        return Err(LookupError {
+            what: what(),
+            cause: "the reply is not an object".to_string(),
+        });
+    }
+    Ok(Some(cr))
 }
 
 // ---- VMI ---------------------------------------------------------------------------------
 
-/// The launcher's VMI, for its CPU and memory spec.
+/// The launcher's VMI, for its CPU and memory spec. Uncached: policy-server serializes cached
+/// GETs behind the slowest one (docs/policy-server-lookup-hang.md), and a launcher is created
+/// once per VM start, so the cache would rarely be hit anyway.
 pub fn vmi(host: &dyn Host, namespace: &str, name: &str) -> Result<Value, LookupError> {
     let req = GetResourceRequest {
         api_version: "kubevirt.io/v1".to_string(),
         kind: "VirtualMachineInstance".to_string(),
         name: name.to_string(),
         namespace: Some(namespace.to_string()),
-        disable_cache: false,
+        disable_cache: true,
         field_masks: None,
     };
     let vmi: Value = call(
@@ -437,8 +480,9 @@ fn pod_hypervisor(pod: &Value, settings: &Settings) -> Hypervisor {
 
 #[cfg(test)]
 pub(crate) mod fake {
-    //! A scripted host for unit tests: answers by operation, records every request.
+    //! A scripted host for unit tests: answers by operation, records every request and log.
     use super::Host;
+    use crate::decision_log::DecisionLog;
     use std::cell::RefCell;
     use std::collections::HashMap;
 
@@ -446,6 +490,7 @@ pub(crate) mod fake {
     pub struct FakeHost {
         pub answers: HashMap<String, Result<String, String>>,
         pub calls: RefCell<Vec<(String, serde_json::Value)>>,
+        pub logs: RefCell<Vec<DecisionLog>>,
     }
 
     impl FakeHost {
@@ -474,6 +519,10 @@ pub(crate) mod fake {
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(format!("unexpected host call {key}")),
             }
+        }
+
+        fn log(&self, record: &DecisionLog) {
+            self.logs.borrow_mut().push(record.clone());
         }
     }
 }
@@ -545,6 +594,33 @@ mod tests {
     }
 
     #[test]
+    fn mixed_mode_also_needs_the_kvm_device() {
+        let mixed = Settings {
+            mixed_mode: true,
+            launcher_images: vec!["r.io/l".into()],
+            ..Settings::default()
+        };
+        let mut both = node("both", "True", false, Some("1000"));
+        both["status"]["allocatable"]["devices.kubevirt.io/kvm"] = json!("1k");
+        let mut no_kvm = node("no-kvm", "True", false, Some("1000"));
+        no_kvm["status"]["allocatable"]["devices.kubevirt.io/kvm"] = json!("0");
+        let mshv_only = node("mshv-only", "True", false, Some("1000"));
+        for (n, want) in [(both, true), (no_kvm, false), (mshv_only, false)] {
+            let name = n["metadata"]["name"].as_str().unwrap().to_string();
+            let host = nodes_reply(vec![n]);
+            let got = first_capable_node(&host, &mixed).unwrap();
+            assert_eq!(got.is_some(), want, "{name}");
+            // Outside mixed mode the KVM device does not matter.
+            let host2 = nodes_reply(vec![node(&name, "True", false, Some("1000"))]);
+            assert!(
+                first_capable_node(&host2, &Settings::default())
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
     fn node_scan_stops_at_the_first_capable_node() {
         let s = Settings::default();
         let list =
@@ -599,31 +675,61 @@ mod tests {
     }
 
     #[test]
-    fn lookup_errors_carry_context() {
-        let host = FakeHost::default()
-            .with("list_resources_all/Node", Err("forbidden"))
-            .with("list_resources_all/KubeVirt", Ok(json!("garbage")));
-        let e = first_capable_node(&host, &Settings::default()).unwrap_err();
-        assert!(e.to_string().contains("listing Nodes"), "{e}");
-        assert!(e.to_string().contains("forbidden"), "{e}");
-        let e = kubevirt_cr(&host).unwrap_err();
-        assert!(e.to_string().contains("unreadable reply"), "{e}");
+    fn host_error_text_is_one_bounded_line() {
+        let backtrace =
+            "forbidden: nodes is forbidden\n\nStack backtrace:\n   0: anyhow::error\n   1: ...";
+        assert_eq!(one_line(backtrace, 200), "forbidden: nodes is forbidden");
+        assert_eq!(one_line("\n  \n second\tline", 200), "secondline");
+        let long = "é".repeat(300);
+        let cut = one_line(&long, 200);
+        assert!(cut.len() <= 200 && cut.ends_with('…'), "{}", cut.len());
+        assert_eq!(one_line("", 10), "");
+        let e = LookupError {
+            what: "listing Nodes".into(),
+            cause: format!("{}\nbacktrace", "x".repeat(1000)),
+        };
+        let shown = e.to_string();
+        assert!(!shown.contains('\n') && shown.len() < 260, "{shown}");
     }
 
     #[test]
-    fn kubevirt_cr_prefers_the_deployed_one() {
+    fn lookup_errors_carry_context() {
+        let host = FakeHost::default()
+            .with("list_resources_all/Node", Err("forbidden"))
+            .with("get_resource/KubeVirt", Ok(json!("garbage")));
+        let e = first_capable_node(&host, &Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("listing Nodes"), "{e}");
+        assert!(e.to_string().contains("forbidden"), "{e}");
+        let e = kubevirt_cr(&host, &Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("not an object"), "{e}");
+    }
+
+    #[test]
+    fn kubevirt_cr_is_an_uncached_get_of_the_named_cr() {
         let host = FakeHost::default().with(
-            "list_resources_all/KubeVirt",
-            Ok(
-                json!({"items": [{"metadata": {"name": "a"}, "status": {"phase": "Deploying"}},
-                                {"metadata": {"name": "b"}, "status": {"phase": "Deployed"}}]}),
-            ),
+            "get_resource/KubeVirt",
+            Ok(json!({"metadata": {"name": "kubevirt"}, "status": {"phase": "Deployed"}})),
         );
-        let kv = kubevirt_cr(&host).unwrap().unwrap();
-        assert_eq!(kv["metadata"]["name"], "b");
-        let empty =
-            FakeHost::default().with("list_resources_all/KubeVirt", Ok(json!({"items": []})));
-        assert_eq!(kubevirt_cr(&empty).unwrap(), None);
+        let kv = kubevirt_cr(&host, &Settings::default()).unwrap().unwrap();
+        assert_eq!(kv["metadata"]["name"], "kubevirt");
+        assert_eq!(
+            host.calls.borrow()[0].1,
+            json!({"api_version": "kubevirt.io/v1", "kind": "KubeVirt", "name": "kubevirt",
+                   "namespace": "kubevirt", "disable_cache": true,
+                   "field_masks": ["spec.configuration", "status.phase"]})
+        );
+        let mut s = Settings::default();
+        s.gate.kubevirt.namespace = "openshift-cnv".into();
+        s.gate.kubevirt.name = "kubevirt-kubevirt-hyperconverged".into();
+        let host = FakeHost::default().with("get_resource/KubeVirt", Err("not found"));
+        let e = kubevirt_cr(&host, &s).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("reading KubeVirt openshift-cnv/kubevirt-kubevirt-hyperconverged"),
+            "{e}"
+        );
+        let host = FakeHost::default().with("get_resource/KubeVirt", Ok(json!([1])));
+        assert!(kubevirt_cr(&host, &s).is_err());
     }
 
     fn pod(uid: &str, job: Option<&str>, phase: &str, device: &str, record: Option<&str>) -> Value {
@@ -682,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn vmi_lookup_is_a_cached_get() {
+    fn vmi_lookup_is_an_uncached_get() {
         let host = FakeHost::default().with(
             "get_resource/VirtualMachineInstance",
             Ok(json!({"metadata": {"name": "vm"}})),
@@ -691,7 +797,7 @@ mod tests {
         assert_eq!(
             host.calls.borrow()[0].1,
             json!({"api_version": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": "vm",
-                   "namespace": "ns", "disable_cache": false, "field_masks": null})
+                   "namespace": "ns", "disable_cache": true, "field_masks": null})
         );
         let host = FakeHost::default().with("get_resource/VirtualMachineInstance", Ok(json!(null)));
         assert!(vmi(&host, "ns", "vm").is_err());

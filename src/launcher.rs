@@ -18,6 +18,11 @@ pub const MIGRATION_JOB_LABEL: &str = "kubevirt.io/migrationJobUID";
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 pub const COMPUTE_CONTAINER: &str = "compute";
 pub const HYPERVISOR_FLAG: &str = "--hypervisor";
+/// nodeSelector keys virt-controller renders for dedicated CPUs and for realtime VMs
+/// (kubevirt/kubevirt `pkg/virt-controller/services/template.go`, v1.8.0 and v1.9.0; the values
+/// are `"true"`).
+pub const CPU_MANAGER_SELECTOR: &str = "kubevirt.io/cpumanager";
+pub const REALTIME_SELECTOR: &str = "kubevirt.io/realtime";
 
 /// Where the launcher's hypervisor choice sits in the compute container's command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,15 @@ pub struct Launcher {
     pub incompatible: Option<String>,
     /// The Pod (from the VMI) carries `hyperv-layered.io/hypervisor: kvm` written by a user.
     pub opt_out: bool,
+    /// The compute container's image, as written (empty when absent): matched against
+    /// `launcherImages`.
+    pub image: String,
+    /// The Pod selects CPU-manager nodes: the VMI has dedicated CPUs (or selects them itself).
+    /// `isolateEmulatorThread` shows nowhere on the Pod (it only adds a CPU), so only then is
+    /// the VMI worth reading for it.
+    pub dedicated_cpus: bool,
+    /// The Pod selects realtime nodes: a realtime VMI (or one that selects them itself).
+    pub realtime: bool,
 }
 
 fn str_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v str> {
@@ -138,7 +152,19 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
         rendered,
         incompatible,
         opt_out,
+        image: str_at(container, &["image"])
+            .unwrap_or_default()
+            .to_string(),
+        dedicated_cpus: node_selects(pod, CPU_MANAGER_SELECTOR),
+        realtime: node_selects(pod, REALTIME_SELECTOR),
     })
+}
+
+fn node_selects(pod: &Value, key: &str) -> bool {
+    pod.pointer("/spec/nodeSelector")
+        .and_then(|s| s.get(key))
+        .and_then(Value::as_str)
+        == Some("true")
 }
 
 fn hypervisor_flag(command: Option<&Value>) -> HypervisorFlag {
@@ -172,6 +198,7 @@ mod tests {
             },
             "spec": {"containers": [{
                 "name": "compute",
+                "image": "quay.io/kubevirt/virt-launcher:v1.8.2",
                 "command": ["/usr/bin/virt-launcher-monitor", "--hypervisor", "kvm", "--run-as-nonroot"],
                 "resources": {
                     "limits": {"devices.kubevirt.io/kvm": "1"},
@@ -197,6 +224,7 @@ mod tests {
         assert_eq!(l.incompatible, None);
         assert!(!l.opt_out);
         assert_eq!(l.migration_job, None);
+        assert_eq!(l.image, "quay.io/kubevirt/virt-launcher:v1.8.2");
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! (recognising virt-launcher Pods), [`cluster`] (host-call lookups), [`decision`] (kvm or mshv,
 //! and why), [`mutate`] (edits of the Pod JSON), [`memory`] and [`quantity`] (KubeVirt's memory
 //! overhead and the mshv terms), [`record`] (the decision vocabulary), [`pod_doc`] (the Pod as
-//! a `Value` view of what the policy uses over the untouched JSON text), [`policy`] (one
-//! request end to end).
+//! a `Value` view of what the policy uses over the untouched JSON text), [`images`] (launcher
+//! images known to run mshv), [`decision_log`] (the log record of a decision), [`policy`] (one
+//! request end to end). Names shared with mshv-node-agent (node labels, device resources,
+//! Kubernetes name checks) live in the `vocab` workspace crate.
 
 pub mod cluster;
 pub mod decision;
-pub mod k8s_names;
+pub mod decision_log;
+pub mod images;
 pub mod launcher;
 pub mod memory;
 pub mod mutate;

@@ -6,6 +6,11 @@
 //! - [`mshv`]: the operator's mshv terms (`memoryOverhead.mshv.*`) and the delta they add.
 //! - [`pod`]: planning (`plan`) and the idempotent edit of the Pod JSON (`apply`).
 //!
+//! Only the mshv delta (the settings' terms, the VMI's vCPUs and guest memory) and the Pod's own
+//! resources decide what happens to a Pod. KubeVirt's overhead is recomputed for one thing only,
+//! the informational total in [`TOTAL_ANNOTATION`]: when it cannot be computed the total is left
+//! out and said in a [`ReportIssue`], never turned into an error.
+//!
 //! Everything is pure: JSON in, numbers or JSON edits out; no panics, no overflow (u128/i128
 //! with checked or saturating arithmetic). See `docs/memory-overhead.md` for the formula, its
 //! KubeVirt sources and how to measure the mshv terms.
@@ -26,7 +31,8 @@ pub use kubevirt::{
 };
 pub use mshv::{MshvTerms, TermError, TermErrorKind, TermField, mshv_delta};
 pub use pod::{
-    ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, MshvMemoryPlan, TOTAL_ANNOTATION, apply, plan,
+    ADDED_ANNOTATION, Applied, KUBEVIRT_OVERHEAD_ANNOTATION, MshvMemoryPlan, ReportIssue,
+    TOTAL_ANNOTATION, apply, plan, plan_with,
 };
 
 #[cfg(test)]
@@ -48,8 +54,13 @@ pub enum MemoryError {
     },
     /// A memory amount below zero.
     NegativeQuantity { path: String, value: String },
-    /// `additionalGuestMemoryOverheadRatio` is not a float >= 1.0 (KubeVirt's webhook rejects it).
-    InvalidRatio { value: String },
+    /// `additionalGuestMemoryOverheadRatio` is one for which KubeVirt's result cannot be
+    /// reproduced (NaN, infinite, hexadecimal, or a product beyond int64); `why` says which.
+    UnreproducibleRatio { value: String, why: &'static str },
+    /// KubeVirt's overhead comes out below zero (a ratio below 0, which KubeVirt applies).
+    NegativeOverhead { bytes: i128 },
+    /// The KubeVirt CR, which only feeds the reported total, could not be read.
+    KubeVirtUnavailable { cause: String },
     /// Neither `spec.domain.memory.guest` nor `spec.domain.resources.requests.memory` is set.
     MissingGuestMemory,
     /// `spec.containers[index]` is missing or not an object.
@@ -79,10 +90,16 @@ impl fmt::Display for MemoryError {
             MemoryError::NegativeQuantity { path, value } => {
                 write!(f, "{path}: {value:?} is negative")
             }
-            MemoryError::InvalidRatio { value } => write!(
+            MemoryError::UnreproducibleRatio { value, why } => write!(
                 f,
-                "spec.configuration.additionalGuestMemoryOverheadRatio: {value:?} is not a finite float >= 1.0"
+                "spec.configuration.additionalGuestMemoryOverheadRatio: KubeVirt's result for {value:?} is not reproducible ({why})"
             ),
+            MemoryError::NegativeOverhead { bytes } => {
+                write!(f, "KubeVirt's overhead is negative ({bytes} bytes)")
+            }
+            MemoryError::KubeVirtUnavailable { cause } => {
+                write!(f, "the KubeVirt CR cannot be read: {cause}")
+            }
             MemoryError::MissingGuestMemory => write!(
                 f,
                 "the VMI sets neither spec.domain.memory.guest nor spec.domain.resources.requests.memory"

@@ -72,19 +72,15 @@ fn set(map: &mut Map<String, Value>, key: &str, value: &str) -> bool {
     true
 }
 
-/// Writes the decision record: label and annotation `hyperv-layered.io/hypervisor`, annotation
+/// Writes the decision record: labels and annotations `hyperv-layered.io/hypervisor` and
 /// `hyperv-layered.io/reason`. True when the Pod changed.
 pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<bool, ShapeError> {
-    let hv = hypervisor.as_str();
-    let label = set(
-        object_path(pod, &["metadata", "labels"])?,
-        HYPERVISOR_KEY,
-        hv,
-    );
+    let (hv, why) = (hypervisor.as_str(), reason.as_str());
+    let labels = object_path(pod, &["metadata", "labels"])?;
+    let labelled = set(labels, HYPERVISOR_KEY, hv) | set(labels, REASON_KEY, why);
     let annotations = object_path(pod, &["metadata", "annotations"])?;
-    let annotation = set(annotations, HYPERVISOR_KEY, hv);
-    let why = set(annotations, REASON_KEY, reason.as_str());
-    Ok(label | annotation | why)
+    let annotated = set(annotations, HYPERVISOR_KEY, hv) | set(annotations, REASON_KEY, why);
+    Ok(labelled | annotated)
 }
 
 fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, ShapeError> {
@@ -114,8 +110,41 @@ pub fn switch_to_mshv(
         changed |= resources.remove(kvm_resource).is_some();
         changed |= set(resources, mshv_resource, "1");
     }
+    Ok(set_hypervisor_flag(container, compute, flag, hypervisor_arg)? | changed)
+}
+
+/// Mixed mode: adds the mshv device beside whatever the compute container requests (the KVM
+/// device stays: virt-handler of a KVM-configured KubeVirt chowns `/dev/kvm` in the launcher
+/// and adds its cgroup rule, and fails the VM when it is missing) in both resource maps, and
+/// sets `--hypervisor`. True when the Pod changed.
+pub fn add_mshv_device(
+    pod: &mut Value,
+    compute: usize,
+    flag: HypervisorFlag,
+    mshv_resource: &str,
+    hypervisor_arg: &str,
+) -> Result<bool, ShapeError> {
+    let container = compute_container(pod, compute)?;
+    let mut changed = false;
+    for map in ["limits", "requests"] {
+        changed |= set(
+            object_path(container, &["resources", map])?,
+            mshv_resource,
+            "1",
+        );
+    }
+    Ok(set_hypervisor_flag(container, compute, flag, hypervisor_arg)? | changed)
+}
+
+/// Sets the value of the launcher's `--hypervisor` flag, when it takes one.
+fn set_hypervisor_flag(
+    container: &mut Value,
+    compute: usize,
+    flag: HypervisorFlag,
+    hypervisor_arg: &str,
+) -> Result<bool, ShapeError> {
     let (index, value) = match flag {
-        HypervisorFlag::Absent => return Ok(changed),
+        HypervisorFlag::Absent => return Ok(false),
         HypervisorFlag::Separate(i) => (i, hypervisor_arg.to_string()),
         HypervisorFlag::Joined(i) => (i, format!("--hypervisor={hypervisor_arg}")),
     };
@@ -124,11 +153,11 @@ pub fn switch_to_mshv(
         .ok_or_else(|| ShapeError {
             path: format!("spec.containers[{compute}].command[{index}]"),
         })?;
-    if slot.as_str() != Some(value.as_str()) {
-        *slot = Value::String(value);
-        changed = true;
+    if slot.as_str() == Some(value.as_str()) {
+        return Ok(false);
     }
-    Ok(changed)
+    *slot = Value::String(value);
+    Ok(true)
 }
 
 /// ANDs `{key: <node_label>, operator: In, values: ["true"]}` into every required
@@ -256,6 +285,31 @@ mod tests {
     }
 
     #[test]
+    fn add_keeps_the_kvm_device_and_sets_the_flag_once() {
+        let mut p = pod();
+        let add = |p: &mut Value| {
+            add_mshv_device(
+                p,
+                0,
+                HypervisorFlag::Separate(2),
+                "devices.kubevirt.io/mshv",
+                "hyperv-direct",
+            )
+        };
+        assert!(add(&mut p).unwrap());
+        let c = &p["spec"]["containers"][0];
+        for map in ["limits", "requests"] {
+            assert_eq!(c["resources"][map]["devices.kubevirt.io/kvm"], "1", "{map}");
+            assert_eq!(
+                c["resources"][map]["devices.kubevirt.io/mshv"], "1",
+                "{map}"
+            );
+        }
+        assert_eq!(c["command"][2], "hyperv-direct");
+        assert!(!add(&mut p).unwrap(), "a second add changes nothing");
+    }
+
+    #[test]
     fn node_requirement_creates_one_term() {
         let mut p = pod();
         assert!(require_node_label(&mut p, "l/capable").unwrap());
@@ -301,6 +355,10 @@ mod tests {
         assert_eq!(
             p["metadata"]["labels"]["hyperv-layered.io/hypervisor"],
             "mshv"
+        );
+        assert_eq!(
+            p["metadata"]["labels"]["hyperv-layered.io/reason"],
+            "selected"
         );
         assert_eq!(p["metadata"]["labels"]["kubevirt.io"], "virt-launcher");
         assert_eq!(

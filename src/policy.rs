@@ -11,16 +11,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::cluster::{self, Host, LookupError};
-use crate::decision::{self, Decision, Facts, Verdict};
+use crate::decision::{self, Decision, DeviceEdit, Facts, GateState, Verdict};
+use crate::decision_log::{self, DecisionLog, Level};
 use crate::launcher::{self, Launcher};
 use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
 use crate::mutate::{self, ShapeError};
 use crate::pod_doc::PodDoc;
-use crate::record::Hypervisor;
+use crate::record::{Hypervisor, Reason};
 use crate::settings::{GateMode, Settings, SettingsError};
 
 /// Only what the first checks need; the object stays raw until the Pod may be a launcher.
@@ -68,6 +69,8 @@ struct Answer<'a> {
     code: Option<u16>,
     mutated: Option<PodDoc<'a>>,
     warnings: Option<Vec<String>>,
+    /// The decision recorded on the Pod, for the log (not part of the response).
+    recorded: Option<(Hypervisor, Reason)>,
 }
 
 /// The `ValidationResponse` wire form: the SDK type's fields, in its order, with the mutated
@@ -95,24 +98,34 @@ impl Answer<'_> {
     }
 }
 
+/// Longest warning or rejection message: each is one line, so that no text from the host or
+/// the VMI (a stack trace, a huge value) lands in virt-controller's events and logs.
+const MAX_MESSAGE: usize = 512;
+
 fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
+    let warnings: Vec<String> = warnings
+        .iter()
+        .map(|w| cluster::one_line(w, MAX_MESSAGE))
+        .collect();
     Answer {
         accepted: true,
         message: None,
         code: None,
         mutated: None,
         warnings: (!warnings.is_empty()).then_some(warnings),
+        recorded: None,
     }
 }
 
 fn reject<'a>(message: String) -> Answer<'a> {
     Answer {
         accepted: false,
-        message: Some(message),
+        message: Some(cluster::one_line(&message, MAX_MESSAGE)),
         // 503: the cause is a transient lookup failure; virt-controller retries the creation.
         code: Some(503),
         mutated: None,
         warnings: None,
+        recorded: None,
     }
 }
 
@@ -120,7 +133,18 @@ fn reject<'a>(message: String) -> Answer<'a> {
 ///
 /// The same answer as [`evaluate_to_bytes`], as a value to inspect.
 pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
-    let a = answer(payload, host);
+    response(answer(payload, host, PodDoc::parse))
+}
+
+/// [`evaluate`] with the Pod parsed into one whole `Value` instead of the overlay: the oracle
+/// of the differential test that holds [`PodDoc`] to its contract (tests/fuzz.rs). Not for use
+/// in the guest.
+#[doc(hidden)]
+pub fn evaluate_whole_pod(payload: &[u8], host: &dyn Host) -> ValidationResponse {
+    response(answer(payload, host, PodDoc::parse_whole))
+}
+
+fn response(a: Answer) -> ValidationResponse {
     ValidationResponse {
         accepted: a.accepted,
         message: a.message,
@@ -135,7 +159,7 @@ pub fn evaluate(payload: &[u8], host: &dyn Host) -> ValidationResponse {
 /// Evaluates one `validate` payload and writes the `ValidationResponse` JSON the guest returns:
 /// the Pod's parts the policy did not touch are copied from the request as they were.
 pub fn evaluate_to_bytes(payload: &[u8], host: &dyn Host) -> Vec<u8> {
-    let a = answer(payload, host);
+    let a = answer(payload, host, PodDoc::parse);
     // A mutated Pod is about as large as the request: size the buffer once.
     let capacity = if a.mutated.is_some() {
         payload.len() + 512
@@ -156,9 +180,12 @@ pub fn evaluate_to_bytes(payload: &[u8], host: &dyn Host) -> Vec<u8> {
     }
 }
 
+/// How the Pod text becomes a [`PodDoc`]: the overlay, or (for the differential test) whole.
+type ParsePod<'a> = fn(&'a str) -> Result<PodDoc<'a>, serde_json::Error>;
+
 /// The checks run cheapest first: operation and kind, the gate setting, the creator; only a Pod
 /// that passes them is parsed (into a [`PodDoc`]), and only a launcher makes host calls.
-fn answer<'a>(payload: &'a [u8], host: &dyn Host) -> Answer<'a> {
+fn answer<'a>(payload: &'a [u8], host: &dyn Host, parse: ParsePod<'a>) -> Answer<'a> {
     let p: Payload = match serde_json::from_slice(payload) {
         Ok(p) => p,
         Err(e) => {
@@ -194,17 +221,115 @@ fn answer<'a>(payload: &'a [u8], host: &dyn Host) -> Answer<'a> {
     }
     // Fails where a `Value` parse of the Pod would (and for a Pod that is not an object, which
     // is never a launcher).
-    let Ok(pod) = PodDoc::parse(raw_object.get()) else {
+    let Ok(pod) = parse(raw_object.get()) else {
         return accept(Vec::new());
     };
     let Some(launcher) = launcher::recognize(&pod.view, &req.namespace, &settings) else {
         return accept(Vec::new());
     };
-    let mut facts = HostFacts::new(host, &settings);
-    match decision::decide(&settings, &launcher, &mut facts) {
-        Verdict::Unchanged => accept(Vec::new()),
+    let counting = CountingHost {
+        inner: host,
+        calls: Cell::new(0),
+    };
+    let mut facts = HostFacts::new(&counting, &settings);
+    let answer = match decision::decide(&settings, &launcher, &mut facts) {
+        Verdict::Unchanged => return accept(Vec::new()),
         Verdict::Reject(m) => reject(m),
         Verdict::Decided(d) => shape(pod, &launcher, &settings, d, &mut facts),
+    };
+    host.log(&decision_log(
+        &launcher,
+        &settings,
+        &answer,
+        &facts,
+        counting.calls.get(),
+    ));
+    answer
+}
+
+/// Counts the lookups of one request, for the decision log.
+struct CountingHost<'h> {
+    inner: &'h dyn Host,
+    calls: Cell<u32>,
+}
+
+impl Host for CountingHost<'_> {
+    fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String> {
+        self.calls.set(self.calls.get().saturating_add(1));
+        self.inner.call(operation, request)
+    }
+}
+
+/// The log record of one launcher's answer (see [`crate::decision_log`]).
+fn decision_log(
+    launcher: &Launcher,
+    settings: &Settings,
+    answer: &Answer,
+    facts: &HostFacts,
+    host_calls: u32,
+) -> DecisionLog {
+    let gate = match settings.gate.mode {
+        GateMode::Enabled => "per-pod",
+        GateMode::Disabled => "off",
+        GateMode::Kubevirt => match &facts.kubevirt {
+            Some(Ok(kv)) => match decision::gate_from_kubevirt(kv.as_ref(), settings) {
+                GateState::PerPod => "per-pod",
+                GateState::ClusterMshv => "cluster-mshv",
+                GateState::Off => "off",
+            },
+            _ => "unknown",
+        },
+    };
+    let capable_node_found = match facts.capable {
+        Some(Ok(true)) => "true",
+        Some(Ok(false)) => "false",
+        _ => "unknown",
+    };
+    let detail = answer
+        .message
+        .as_deref()
+        .or_else(|| {
+            answer
+                .warnings
+                .as_ref()
+                .and_then(|w| w.first())
+                .map(String::as_str)
+        })
+        .map(|m| cluster::one_line(m, cluster::MAX_CAUSE))
+        .unwrap_or_default();
+    let (outcome, hypervisor, reason, hint) = match answer.recorded {
+        Some((hv, r)) => (
+            "decided",
+            hv.as_str(),
+            r.as_str(),
+            decision_log::hint(hv, r),
+        ),
+        None if !answer.accepted => (
+            "rejected",
+            "",
+            "",
+            Some("the Pod was refused (onLookupError: reject); virt-controller retries it"),
+        ),
+        // A Pod the policy could not edit: admitted as it came, with a warning.
+        None => ("unchanged", "", "", None),
+    };
+    let level = if hint.is_some() || outcome == "unchanged" {
+        Level::Warning
+    } else {
+        Level::Info
+    };
+    DecisionLog {
+        level,
+        outcome,
+        namespace: launcher.namespace.clone(),
+        vmi: launcher.vmi_name.clone(),
+        hypervisor,
+        reason,
+        gate,
+        capable_node_found,
+        host_calls,
+        hint: hint.unwrap_or_default(),
+        detail,
     }
 }
 
@@ -244,9 +369,13 @@ fn shape<'a>(
     let mut changed = false;
     if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
         match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
-            Ok(c) => changed = c,
+            Ok((c, report_warnings)) => {
+                changed = c;
+                // What the informational total could not say: told, never a fallback.
+                d.warnings.extend(report_warnings);
+            }
             // A failed memory step leaves the Pod as it was (memory::apply is all or nothing).
-            Err(e) if d.switch_to_mshv => {
+            Err(e) if d.switch.is_some() => {
                 // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
                 // exactly what the memory settings exist to prevent.
                 match decision::on_lookup_error(settings, launcher, &e) {
@@ -269,6 +398,7 @@ fn shape<'a>(
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     }
     let mut answer = accept(d.warnings);
+    answer.recorded = Some((d.hypervisor, d.reason));
     if changed {
         answer.mutated = Some(pod);
     }
@@ -282,44 +412,62 @@ fn edit(
     settings: &Settings,
     d: &Decision,
 ) -> Result<bool, ShapeError> {
-    let mut changed = false;
-    if d.switch_to_mshv {
-        changed |= mutate::switch_to_mshv(
+    let mut changed = match d.switch {
+        None => false,
+        Some(DeviceEdit::Replace) => mutate::switch_to_mshv(
             pod,
             launcher.compute,
             launcher.hypervisor_flag,
             &settings.kvm_device_resource,
             &settings.device_resource,
             &settings.hypervisor_arg,
-        )?;
-    }
+        )?,
+        Some(DeviceEdit::Add) => mutate::add_mshv_device(
+            pod,
+            launcher.compute,
+            launcher.hypervisor_flag,
+            &settings.device_resource,
+            &settings.hypervisor_arg,
+        )?,
+    };
     if d.require_capable_node {
         changed |= mutate::require_node_label(pod, &settings.node_label)?;
     }
     Ok(mutate::record(pod, d.hypervisor, d.reason)? | changed)
 }
 
+/// Adds the mshv delta to the Pod: true when the Pod changed, with the warnings of the report.
+///
+/// Only the VMI lookup and the delta (and the Pod's own resources) can fail this step. The
+/// KubeVirt CR feeds nothing but the informational total (`memory::TOTAL_ANNOTATION`): a CR
+/// that cannot be read or decoded, or an overhead KubeVirt's formula cannot reproduce, leaves
+/// the total out with a warning instead of turning an mshv Pod into a KVM one. The CR is still
+/// looked up first, before the VMI, whatever the Pod carries, so that the host calls of a
+/// request do not depend on its annotations.
 fn add_mshv_memory(
     pod: &mut Value,
     launcher: &Launcher,
     terms: &MshvTerms,
     facts: &mut HostFacts,
-) -> Result<bool, LookupError> {
-    let as_lookup = |what: &str, e: &dyn std::fmt::Display| LookupError {
-        what: what.to_string(),
-        cause: e.to_string(),
+) -> Result<(bool, Vec<String>), LookupError> {
+    let kv_config = match facts.kubevirt() {
+        Ok(Some(kv)) => KubeVirtMemoryConfig::from_kubevirt_cr(kv),
+        Ok(None) => Ok(KubeVirtMemoryConfig::default()),
+        Err(e) => Err(memory::MemoryError::KubeVirtUnavailable {
+            cause: e.to_string(),
+        }),
     };
-    let kv_config = match facts.kubevirt()? {
-        Some(kv) => KubeVirtMemoryConfig::from_kubevirt_cr(kv)
-            .map_err(|e| as_lookup("reading the KubeVirt CR's memory settings", &e))?,
-        None => KubeVirtMemoryConfig::default(),
-    };
-    let vmi = cluster::vmi(facts.host, &launcher.namespace, &launcher.vmi_name)?;
+    // The same read as the mixed-mode workload rule's, if that made one: one GET per request.
+    let vmi = facts.vmi(launcher)?;
     let what = format!(
         "sizing the mshv memory of VMI {}/{}",
         launcher.namespace, launcher.vmi_name
     );
-    let plan = memory::plan(&vmi, &kv_config, terms).map_err(|e| as_lookup(&what, &e))?;
+    let as_lookup = |e: &memory::MemoryError| LookupError {
+        what: what.clone(),
+        cause: e.to_string(),
+    };
+    let plan = memory::plan_with(vmi, kv_config.as_ref(), terms).map_err(|e| as_lookup(&e))?;
     // apply() edits only the annotations and the compute container's resources: compare those
     // rather than a copy of the whole Pod.
     let resources = format!("/spec/containers/{}/resources", launcher.compute);
@@ -327,9 +475,20 @@ fn add_mshv_memory(
         pod.pointer("/metadata/annotations").cloned(),
         pod.pointer(&resources).cloned(),
     );
-    memory::apply(pod, launcher.compute, &vmi, &plan).map_err(|e| as_lookup(&what, &e))?;
-    Ok(before.0.as_ref() != pod.pointer("/metadata/annotations")
-        || before.1.as_ref() != pod.pointer(&resources))
+    let applied = memory::apply(pod, launcher.compute, vmi, &plan).map_err(|e| as_lookup(&e))?;
+    let changed = before.0.as_ref() != pod.pointer("/metadata/annotations")
+        || before.1.as_ref() != pod.pointer(&resources);
+    let warnings = applied
+        .issues
+        .iter()
+        .map(|issue| {
+            format!(
+                "hyperv-layered: VMI {}/{}: {issue}",
+                launcher.namespace, launcher.vmi_name
+            )
+        })
+        .collect();
+    Ok((changed, warnings))
 }
 
 /// The decision's view of the cluster through host calls, each made at most once per request.
@@ -338,6 +497,7 @@ struct HostFacts<'h> {
     settings: &'h Settings,
     kubevirt: Option<Result<Option<Value>, LookupError>>,
     capable: Option<Result<bool, LookupError>>,
+    vmi: Option<Result<Value, LookupError>>,
 }
 
 impl<'h> HostFacts<'h> {
@@ -347,16 +507,30 @@ impl<'h> HostFacts<'h> {
             settings,
             kubevirt: None,
             capable: None,
+            vmi: None,
+        }
+    }
+
+    /// The launcher's VMI, read once per request (the workload rule and the memory step both
+    /// use it).
+    fn vmi(&mut self, l: &Launcher) -> Result<&Value, LookupError> {
+        let host = self.host;
+        match self
+            .vmi
+            .get_or_insert_with(|| cluster::vmi(host, &l.namespace, &l.vmi_name))
+        {
+            Ok(v) => Ok(v),
+            Err(e) => Err(e.clone()),
         }
     }
 }
 
 impl Facts for HostFacts<'_> {
     fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError> {
-        let host = self.host;
+        let (host, settings) = (self.host, self.settings);
         match self
             .kubevirt
-            .get_or_insert_with(|| cluster::kubevirt_cr(host))
+            .get_or_insert_with(|| cluster::kubevirt_cr(host, settings))
         {
             Ok(kv) => Ok(kv.as_ref()),
             Err(e) => Err(e.clone()),
@@ -373,6 +547,10 @@ impl Facts for HostFacts<'_> {
     fn migration_source(&mut self, l: &Launcher) -> Result<Option<Hypervisor>, LookupError> {
         let job = l.migration_job.as_deref().unwrap_or_default();
         cluster::migration_source(self.host, self.settings, &l.namespace, &l.vmi_uid, job)
+    }
+
+    fn unsupported_workload(&mut self, l: &Launcher) -> Result<Option<&'static str>, LookupError> {
+        Ok(decision::unsupported_workload(self.vmi(l)?))
     }
 }
 
@@ -414,7 +592,8 @@ mod tests {
     }
 
     fn per_pod() -> Value {
-        json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true})
+        json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true,
+               "launcherImages": ["quay.io/kubevirt/virt-launcher"]})
     }
 
     #[test]
@@ -469,8 +648,8 @@ mod tests {
     #[test]
     fn gate_off_is_no_patch_at_all() {
         let host = FakeHost::default().with(
-            "list_resources_all/KubeVirt",
-            Ok(json!({"items": [{"spec": {"configuration": {}}}]})),
+            "get_resource/KubeVirt",
+            Ok(json!({"spec": {"configuration": {}}})),
         );
         let r = evaluate(
             &payload(&fixture("launcher-v1.8-kvm.json"), json!({})),
@@ -483,11 +662,65 @@ mod tests {
     #[test]
     fn reject_mode_answers_503() {
         let host = FakeHost::default().with("list_resources_all/Node", Err("connection refused"));
-        let s = json!({"gate": {"mode": "enabled"}, "onLookupError": "reject"});
+        let s = json!({"gate": {"mode": "enabled"}, "onLookupError": "reject",
+                       "launcherImages": ["quay.io/kubevirt/virt-launcher"]});
         let r = evaluate(&payload(&fixture("launcher-v1.5.json"), s), &host);
         assert!(!r.accepted);
         assert_eq!(r.code, Some(503));
         assert!(r.message.unwrap().contains("connection refused"));
+        let logs = host.logs.borrow();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(
+            (logs[0].level, logs[0].outcome, logs[0].host_calls),
+            (Level::Warning, "rejected", 1)
+        );
+    }
+
+    #[test]
+    fn one_log_record_per_launcher_decision_none_otherwise() {
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(capable_nodes()));
+        let r = evaluate(
+            &payload(&fixture("launcher-v1.8-kvm.json"), per_pod()),
+            &host,
+        );
+        assert!(r.mutated_object.is_some());
+        {
+            let logs = host.logs.borrow();
+            let [rec] = logs.as_slice() else {
+                panic!("{logs:?}")
+            };
+            assert_eq!(
+                (rec.level, rec.outcome, rec.hypervisor, rec.reason),
+                (Level::Info, "decided", "mshv", "selected")
+            );
+            assert_eq!(
+                (rec.namespace.as_str(), rec.vmi.as_str(), rec.gate),
+                ("default", "testvm", "per-pod")
+            );
+            assert_eq!(
+                (rec.capable_node_found, rec.host_calls, rec.hint),
+                ("true", 1, "")
+            );
+        }
+        // A fallback is a warning with a hint; non-launchers and gate-off log nothing.
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(json!({"items": []})));
+        evaluate(
+            &payload(&fixture("launcher-v1.8-kvm.json"), per_pod()),
+            &host,
+        );
+        let rec = host.logs.borrow()[0].clone();
+        assert_eq!((rec.level, rec.reason), (Level::Warning, "no-capable-node"));
+        assert!(rec.hint.contains("mshv-node-agent probe"), "{}", rec.hint);
+        let host = FakeHost::default();
+        evaluate(&payload(&fixture("plain-pod.json"), per_pod()), &host);
+        evaluate(
+            &payload(
+                &fixture("launcher-v1.8-kvm.json"),
+                json!({"gate": {"mode": "disabled"}}),
+            ),
+            &host,
+        );
+        assert!(host.logs.borrow().is_empty());
     }
 
     #[test]

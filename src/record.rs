@@ -6,7 +6,9 @@ use serde::Serialize;
 /// Label and annotation holding the hypervisor the VM runs on. As a Pod annotation written by a
 /// user (copied from the VMI) with the value `kvm`, it is also the opt-out.
 pub const HYPERVISOR_KEY: &str = "hyperv-layered.io/hypervisor";
-/// Annotation holding why.
+/// Label and annotation holding why. A label too (not only an annotation) so that
+/// kube-state-metrics' `kube_pod_labels` carries hypervisor and reason on one series, and
+/// `kubectl get pods -l hyperv-layered.io/reason=lookup-error` finds the fallbacks.
 pub const REASON_KEY: &str = "hyperv-layered.io/reason";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +51,12 @@ pub enum Reason {
     MigrationSourceUnknown,
     /// A cluster lookup failed and `onLookupError: fallback` kept the Pod as rendered.
     LookupError,
+    /// The compute container's image is not in `launcherImages`: its libvirt/QEMU may not run
+    /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched.
+    LauncherImage,
+    /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
+    /// CPUs with an isolated emulator thread, realtime), kept on KVM.
+    WorkloadUnsupported,
 }
 
 impl Reason {
@@ -64,10 +72,12 @@ impl Reason {
             Reason::MigrationSourceMshv => "migration-source-mshv",
             Reason::MigrationSourceUnknown => "migration-source-unknown",
             Reason::LookupError => "lookup-error",
+            Reason::LauncherImage => "launcher-image",
+            Reason::WorkloadUnsupported => "workload-unsupported",
         }
     }
 
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Selected,
         Reason::ClusterMshv,
         Reason::OptOut,
@@ -78,6 +88,8 @@ impl Reason {
         Reason::MigrationSourceMshv,
         Reason::MigrationSourceUnknown,
         Reason::LookupError,
+        Reason::LauncherImage,
+        Reason::WorkloadUnsupported,
     ];
 }
 
@@ -88,7 +100,7 @@ mod tests {
     #[test]
     fn reasons_are_valid_label_values_and_match_serde() {
         for r in Reason::ALL {
-            assert!(crate::k8s_names::is_label_value(r.as_str()));
+            assert!(vocab::names::is_label_value(r.as_str()));
             assert_eq!(
                 serde_json::to_value(r).unwrap(),
                 serde_json::Value::String(r.as_str().to_string())

@@ -4,22 +4,26 @@
 //! the dotted path of the field that holds it, so an operator reading `kubectl describe` on the
 //! ClusterAdmissionPolicy knows what to fix.
 
+#[cfg(test)]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::k8s_names;
+use crate::images;
 use crate::memory::MshvTerms;
+use vocab::names as k8s_names;
 
 /// The service account KubeVirt's virt-controller creates launcher Pods with (kubevirt.md §2).
 pub const DEFAULT_TRUSTED_CREATOR: &str = "system:serviceaccount:kubevirt:kubevirt-controller";
-/// The label mshv-node-agent sets on nodes it verified.
-pub const DEFAULT_NODE_LABEL: &str = "mshv.node.hyperv-layered.io/capable";
-pub const DEFAULT_DEVICE_RESOURCE: &str = "devices.kubevirt.io/mshv";
-pub const DEFAULT_KVM_DEVICE_RESOURCE: &str = "devices.kubevirt.io/kvm";
+/// The label mshv-node-agent sets on nodes it verified (defined once, in the vocab crate the
+/// agent uses too).
+pub const DEFAULT_NODE_LABEL: &str = vocab::CAPABLE_NODE_LABEL;
+pub const DEFAULT_DEVICE_RESOURCE: &str = vocab::MSHV_DEVICE_RESOURCE;
+pub const DEFAULT_KVM_DEVICE_RESOURCE: &str = vocab::KVM_DEVICE_RESOURCE;
 /// The value KubeVirt v1.8+ passes after `--hypervisor` for `/dev/mshv` (kubevirt.md §1).
 pub const DEFAULT_HYPERVISOR_ARG: &str = "hyperv-direct";
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
     /// When the policy acts at all.
@@ -37,6 +41,16 @@ pub struct Settings {
     /// Declares that virt-handler serves both `/dev/kvm` and `/dev/mshv`, so a launcher that takes
     /// `--hypervisor` may be switched per Pod.
     pub per_pod_hypervisor: bool,
+    /// Mixed clusters on released KubeVirt (v1.8+) configured for KVM, with mshv-node-agent
+    /// serving `deviceResource`: a launcher that takes `--hypervisor` keeps the KVM device
+    /// (virt-handler chowns `/dev/kvm` and allows it in the device cgroup, and fails the VM
+    /// when it is missing) and gets the mshv device added.
+    pub mixed_mode: bool,
+    /// Launcher images known to run an mshv domain (libvirt >= 11.10 with the `hyperv` virt
+    /// type, QEMU >= 10.2 with the mshv accelerator): exact references, repositories (any tag
+    /// or digest) or prefixes ending in `*`. Only launchers whose compute image matches are
+    /// switched to mshv.
+    pub launcher_images: Vec<String>,
     /// Count a node as capable only when `status.allocatable[deviceResource] > 0`.
     pub require_allocatable: bool,
     /// Extended resources that mshv cannot serve: a launcher requesting one stays on KVM.
@@ -47,15 +61,39 @@ pub struct Settings {
     pub memory_overhead: MemoryOverhead,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Gate {
     pub mode: GateMode,
     /// In `kubevirt` mode: any of these KubeVirt feature gates turns per-Pod selection on.
     pub feature_gates: Vec<String>,
+    /// In `kubevirt` mode (and for the memory terms): the KubeVirt CR to read.
+    pub kubevirt: KubeVirtRef,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where the KubeVirt CR is: read with a GET (fails fast when it is missing or forbidden).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubeVirtRef {
+    /// `kubevirt` for a plain install; `kubevirt-hyperconverged` or `openshift-cnv` with HCO.
+    pub namespace: String,
+    /// `kubevirt` for a plain install; `kubevirt-kubevirt-hyperconverged` with HCO.
+    pub name: String,
+}
+
+impl Default for KubeVirtRef {
+    fn default() -> Self {
+        KubeVirtRef {
+            namespace: "kubevirt".to_string(),
+            name: "kubevirt".to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum GateMode {
     /// Read the KubeVirt CR to learn whether mshv is on, cluster-wide or per Pod.
@@ -67,7 +105,8 @@ pub enum GateMode {
     Disabled,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum OnLookupError {
     /// Leave the Pod on KVM as rendered, record `lookup-error` and warn.
@@ -77,13 +116,15 @@ pub enum OnLookupError {
     Reject,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct MemoryOverhead {
     pub mshv: MshvOverhead,
 }
 
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct MshvOverhead {
     /// Kubernetes quantity added per VM.
@@ -104,6 +145,8 @@ impl Default for Settings {
             kvm_device_resource: DEFAULT_KVM_DEVICE_RESOURCE.to_string(),
             hypervisor_arg: DEFAULT_HYPERVISOR_ARG.to_string(),
             per_pod_hypervisor: false,
+            mixed_mode: false,
+            launcher_images: Vec::new(),
             require_allocatable: true,
             incompatible_resources: vec![
                 "devices.kubevirt.io/sev".to_string(),
@@ -121,6 +164,7 @@ impl Default for Gate {
             mode: GateMode::default(),
             // The names the Microsoft fork builds use; upstream never shipped them (kubevirt.md §1).
             feature_gates: vec!["HyperVLayered".to_string(), "HyperVL1VH".to_string()],
+            kubevirt: KubeVirtRef::default(),
         }
     }
 }
@@ -201,6 +245,10 @@ impl Settings {
                 ));
             }
         }
+        k8s_names::check_object_name(&self.gate.kubevirt.namespace)
+            .map_err(|m| invalid("gate.kubevirt.namespace", m))?;
+        k8s_names::check_object_name(&self.gate.kubevirt.name)
+            .map_err(|m| invalid("gate.kubevirt.name", m))?;
         if self.trusted_creators.is_empty() {
             return Err(invalid(
                 "trustedCreators",
@@ -245,6 +293,25 @@ impl Settings {
                 ),
             ));
         }
+        for (i, p) in self.launcher_images.iter().enumerate() {
+            images::check_pattern(p)
+                .map_err(|e| invalid(format!("launcherImages[{i}]"), e.to_string()))?;
+        }
+        if self.mixed_mode && self.per_pod_hypervisor {
+            return Err(invalid(
+                "mixedMode",
+                "cannot be combined with perPodHypervisor: mixed mode keeps the KVM device for \
+                 virt-handler of a KVM-configured KubeVirt, perPodHypervisor replaces it",
+            ));
+        }
+        if self.mixed_mode && self.launcher_images.is_empty() {
+            return Err(invalid(
+                "launcherImages",
+                "mixedMode needs at least one launcher image known to run mshv (libvirt >= 11.10 \
+                 with the hyperv virt type, QEMU >= 10.2 with mshv); stock KubeVirt v1.8/v1.9 \
+                 launcher images cannot, and with no image listed nothing would be switched",
+            ));
+        }
         self.mshv_terms()?;
         Ok(())
     }
@@ -257,7 +324,9 @@ impl Settings {
     }
 }
 
-/// JSON Schema of the settings, for docs and editors (kept in `docs/settings.schema.json`).
+/// JSON Schema of the settings, for docs and editors (kept in `docs/settings.schema.json` by
+/// `make schema`; schemars is only a dev-dependency: the module does not carry it).
+#[cfg(test)]
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Settings)).unwrap_or(serde_json::Value::Null)
 }
@@ -285,6 +354,8 @@ mod tests {
         assert_eq!(s.kvm_device_resource, "devices.kubevirt.io/kvm");
         assert_eq!(s.hypervisor_arg, "hyperv-direct");
         assert!(!s.per_pod_hypervisor);
+        assert!(!s.mixed_mode);
+        assert!(s.launcher_images.is_empty());
         assert!(s.require_allocatable);
         assert_eq!(s.on_lookup_error, OnLookupError::Fallback);
         assert!(s.mshv_terms().unwrap().is_zero());
@@ -293,13 +364,16 @@ mod tests {
     #[test]
     fn full_settings_round_trip() {
         let v = json!({
-            "gate": {"mode": "enabled", "featureGates": ["HyperVLayered"]},
+            "gate": {"mode": "enabled", "featureGates": ["HyperVLayered"],
+                     "kubevirt": {"namespace": "openshift-cnv", "name": "kubevirt-kubevirt-hyperconverged"}},
             "trustedCreators": ["system:serviceaccount:kv:kubevirt-controller"],
             "nodeLabel": "example.com/mshv",
             "deviceResource": "example.com/mshv",
             "kvmDeviceResource": "example.com/kvm",
             "hypervisorArg": "mshv",
             "perPodHypervisor": true,
+            "mixedMode": false,
+            "launcherImages": ["registry.example/kv/virt-launcher"],
             "requireAllocatable": false,
             "incompatibleResources": [],
             "onLookupError": "reject",
@@ -328,6 +402,14 @@ mod tests {
                 "gate.featureGates",
             ),
             (json!({"gate": {"extra": true}}), "gate.extra"),
+            (
+                json!({"gate": {"kubevirt": {"namespace": "Kube Virt"}}}),
+                "gate.kubevirt.namespace",
+            ),
+            (
+                json!({"gate": {"kubevirt": {"name": ""}}}),
+                "gate.kubevirt.name",
+            ),
             (json!({"trustedCreators": []}), "trustedCreators"),
             (
                 json!({"trustedCreators": ["ok", " "]}),
@@ -351,6 +433,17 @@ mod tests {
             (json!({"hypervisorArg": ""}), "hypervisorArg"),
             (json!({"hypervisorArg": "Hyper V"}), "hypervisorArg"),
             (json!({"perPodHypervisor": "yes"}), "perPodHypervisor"),
+            (json!({"mixedMode": "yes"}), "mixedMode"),
+            (json!({"mixedMode": true}), "launcherImages"),
+            (
+                json!({"mixedMode": true, "perPodHypervisor": true, "launcherImages": ["r.io/l"]}),
+                "mixedMode",
+            ),
+            (json!({"launcherImages": "r.io/l"}), "launcherImages"),
+            (
+                json!({"launcherImages": ["r.io/l", "*"]}),
+                "launcherImages[1]",
+            ),
             (json!({"requireAllocatable": 1}), "requireAllocatable"),
             (json!({"onLookupError": "ignore"}), "onLookupError"),
             (
@@ -420,6 +513,8 @@ mod tests {
             "kvmDeviceResource",
             "hypervisorArg",
             "perPodHypervisor",
+            "mixedMode",
+            "launcherImages",
             "requireAllocatable",
             "incompatibleResources",
             "onLookupError",

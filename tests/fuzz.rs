@@ -12,7 +12,7 @@ mod fuzzgen;
 
 use fuzzgen::*;
 use hyperv_layered::cluster::Host;
-use hyperv_layered::policy::{evaluate, evaluate_to_bytes, validate_settings};
+use hyperv_layered::policy::{evaluate, evaluate_to_bytes, evaluate_whole_pod, validate_settings};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ fn arb_host() -> impl Strategy<Value = RandomHost> {
     )
         .prop_map(|(kv, nodes, pods, vmi, fb)| {
             let mut answers = HashMap::new();
-            answers.insert("list_resources_all/KubeVirt".to_string(), kv);
+            answers.insert("get_resource/KubeVirt".to_string(), kv);
             answers.insert("list_resources_all/Node".to_string(), nodes);
             answers.insert("list_resources_by_namespace/Pod".to_string(), pods);
             answers.insert("get_resource/VirtualMachineInstance".to_string(), vmi);
@@ -72,6 +72,7 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
     let wire = serde_json::to_value(&r).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(wire.get("accepted").is_some());
     same_as_guest_bytes(payload.as_bytes(), host, &wire)?;
+    same_as_whole_pod(payload.as_bytes(), host, &wire)?;
     if !r.accepted {
         prop_assert!(r.message.as_deref().is_some_and(|m| !m.is_empty()));
         prop_assert!(r.mutated_object.is_none());
@@ -92,6 +93,8 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
     again["object"] = mutated;
     let payload = json!({"request": again, "settings": settings}).to_string();
     let r2 = evaluate(payload.as_bytes(), host);
+    let wire2 = serde_json::to_value(&r2).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    same_as_whole_pod(payload.as_bytes(), host, &wire2)?;
     if let Some(m2) = r2.mutated_object {
         let p2 = json_patch::diff(&again["object"], &m2);
         prop_assert!(p2.0.is_empty(), "second run patched: {:?}", p2);
@@ -117,6 +120,16 @@ fn same_as_guest_bytes(
     Ok(())
 }
 
+/// `PodDoc`'s contract: the overlay (only the paths in its tables parsed) gives exactly the
+/// answer a whole-`Value` parse of the same Pod gives. A read of a path missing from the tables
+/// finds nothing in the overlay and so shows up here as a difference.
+fn same_as_whole_pod(payload: &[u8], host: &RandomHost, wire: &Value) -> Result<(), TestCaseError> {
+    let whole = serde_json::to_value(evaluate_whole_pod(payload, host))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&whole, wire, "overlay and whole-Value answers differ");
+    Ok(())
+}
+
 fn report(name: &str, runner: &TestRunner) {
     println!("fuzz {name}: {} cases passed", runner.config().cases);
 }
@@ -135,6 +148,7 @@ fn arbitrary_bytes_and_json_never_panic() {
         let resp = evaluate(&bytes, &host);
         let wire = serde_json::to_value(&resp).map_err(|e| TestCaseError::fail(e.to_string()))?;
         same_as_guest_bytes(&bytes, &host, &wire)?;
+        same_as_whole_pod(&bytes, &host, &wire)?;
         Ok(())
     })
     .unwrap();
@@ -168,4 +182,68 @@ fn random_settings_are_valid_or_name_a_field() {
     })
     .unwrap();
     report("settings", &r);
+}
+
+/// The differential check over every fixture with every case's settings and session answers
+/// (deterministic, so each fixture x settings pair is seen, not just sampled).
+#[test]
+fn every_fixture_overlay_equals_whole_pod() {
+    let cases: Vec<Value> = serde_json::from_value(fixture("cases.json")).unwrap();
+    let mut settings: Vec<Value> = cases.iter().map(|c| c["settings"].clone()).collect();
+    settings.dedup();
+    let node_list = json!({"items": (0..3).map(node).collect::<Vec<_>>()}).to_string();
+    let hosts = [
+        RandomHost {
+            answers: HashMap::from([
+                (
+                    "list_resources_all/Node".to_string(),
+                    Ok(node_list.clone().into_bytes()),
+                ),
+                (
+                    "get_resource/VirtualMachineInstance".to_string(),
+                    Ok(fixture("vmi-testvm.json").to_string().into_bytes()),
+                ),
+            ]),
+            fallback: Err("forbidden".to_string()),
+            calls: Cell::new(0),
+        },
+        RandomHost {
+            answers: HashMap::new(),
+            fallback: Err("forbidden".to_string()),
+            calls: Cell::new(0),
+        },
+    ];
+    let mut compared = 0;
+    for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).unwrap() {
+        let name = f.unwrap().file_name().to_string_lossy().to_string();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let request = fixture(&name);
+        if request.get("object").is_none() {
+            continue;
+        }
+        for s in &settings {
+            for host in &hosts {
+                let payload = json!({"request": request, "settings": s}).to_string();
+                let first = evaluate(payload.as_bytes(), host);
+                let wire = serde_json::to_value(&first).unwrap();
+                same_as_whole_pod(payload.as_bytes(), host, &wire)
+                    .unwrap_or_else(|e| panic!("{name} with {s}: {e}"));
+                compared += 1;
+                // And on the policy's own output, where its record and edits are already there.
+                if let Some(mutated) = first.mutated_object {
+                    let mut again = request.clone();
+                    again["object"] = mutated;
+                    let payload = json!({"request": again, "settings": s}).to_string();
+                    let wire = serde_json::to_value(evaluate(payload.as_bytes(), host)).unwrap();
+                    same_as_whole_pod(payload.as_bytes(), host, &wire)
+                        .unwrap_or_else(|e| panic!("{name} with {s}, second run: {e}"));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 300, "{compared}");
+    println!("overlay = whole-Value parse on {compared} fixture/settings/host combinations");
 }

@@ -81,6 +81,18 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
                 format!("unexpected warnings {:?}", out.warnings()),
             );
         }
+        if let Some(absent) = case["not_in_warnings"].as_str() {
+            check(
+                out.warnings()
+                    .iter()
+                    .all(|w| !w.to_lowercase().contains(absent) && !w.contains('\n')),
+                format!(
+                    "{absent:?} or a line break in warnings {:?}",
+                    out.warnings()
+                ),
+            );
+        }
+        check_log(&case, &out, &mut check);
         if let Some(m) = case["message"].as_str() {
             check(
                 out.message().is_some_and(|x| x.contains(m)),
@@ -154,6 +166,69 @@ fn every_case_gives_its_exact_patch_and_is_idempotent() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// One decision record per launcher decision, at the case's level, with the fields an
+/// operator filters on; none for Pods the policy leaves alone.
+fn check_log(case: &Value, out: &harness::Outcome, check: &mut impl FnMut(bool, String)) {
+    let Some(level) = case["log_level"].as_str() else {
+        check(
+            out.logs.is_empty(),
+            format!("unexpected log {:?}", out.logs),
+        );
+        return;
+    };
+    let [record] = out.logs.as_slice() else {
+        check(
+            false,
+            format!("expected one log record, got {:?}", out.logs),
+        );
+        return;
+    };
+    let field = |k: &str| record[k].as_str().unwrap_or_default();
+    let want_level = if level == "warning" {
+        "warning"
+    } else {
+        "info"
+    };
+    check(
+        field("level") == want_level,
+        format!("log level in {record}"),
+    );
+    check(
+        field("message") == "launcher decision",
+        format!("log message in {record}"),
+    );
+    check(
+        field("namespace") == "default" && field("vmi") == "testvm",
+        format!("log namespace/vmi in {record}"),
+    );
+    check(
+        record["host_calls"].as_u64() == case["host_calls"].as_u64(),
+        format!("log host_calls in {record}"),
+    );
+    check(
+        (field("hint").is_empty()) == (level == "info"),
+        format!("log hint in {record}"),
+    );
+    check(
+        !["gate", "capable_node_found", "outcome"]
+            .iter()
+            .any(|k| field(k).is_empty()),
+        format!("log fields in {record}"),
+    );
+    if case["allowed"] == true {
+        check(
+            Some(field("reason")) == case["reason"].as_str()
+                && Some(field("hypervisor")) == case["hypervisor"].as_str(),
+            format!("log decision in {record}"),
+        );
+    } else {
+        check(
+            field("outcome") == "rejected",
+            format!("log outcome in {record}"),
+        );
+    }
 }
 
 /// Every expected patch file belongs to a case (a stale golden would otherwise rot unseen).

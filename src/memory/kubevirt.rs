@@ -7,7 +7,10 @@
 //!   and `CalculateMemoryOverhead` (architecture fallback, network binding plugins).
 //! - v1.8+: `pkg/hypervisor/kvm/hypervisorbackend.go` (`KvmHypervisorBackend.GetMemoryOverhead`,
 //!   `MultiplyMemory`); `pkg/hypervisor/mshv/hypervisorbackend.go` is the same formula.
-//! - Network binding plugins: `pkg/network/netbinding/memory.go` (`MemoryCalculator.Calculate`).
+//! - Network memory (`MemoryCalculator.Calculate`): `pkg/network/netbinding/memory.go` in
+//!   v1.5–v1.7 (binding plugins), `pkg/network/resources/memory.go` in v1.8+ (plus the core
+//!   passt binding).
+//! - The ratio string as Go's `strconv.ParseFloat` reads it: golang/go `src/strconv/atof.go`.
 //! - Predicates: `pkg/util/hardware` (`GetNumberOfVCPUs`), `pkg/tpm/tpm.go` (`HasDevice`),
 //!   `pkg/downwardmetrics` (`HasDownwardMetricDisk`), `pkg/util/util.go` /
 //!   `pkg/apimachinery/vmitrait` (`IsVFIOVMI`/`HasVFIO`, `IsSEVVMI`, `IsSEVSNPVMI`, `IsSEVESVMI`,
@@ -38,7 +41,9 @@ pub const VIRTLOGD: u64 = 25 * MI;
 pub const VIRTQEMUD: u64 = 40 * MI;
 /// `QemuOverhead = "30Mi"`: same files, v1.5–v1.8.
 pub const QEMU: u64 = 30 * MI;
-/// `QemuOverhead = "50Mi"`: kvm/ and mshv/hypervisorbackend.go on main after PR #18388 (2026-07).
+/// `QemuOverhead = "50Mi"`: kvm/ and mshv/hypervisorbackend.go on main after PR #18388 (merged
+/// 2026-08-18, after `release-1.9` branched; v1.9.0 still has "30Mi" at
+/// `pkg/hypervisor/kvm/hypervisorbackend.go:42`).
 pub const QEMU_V1_9: u64 = 50 * MI;
 /// `coresMemory := resource.MustParse("8Mi")`, times the vCPU count.
 pub const PER_VCPU: u64 = 8 * MI;
@@ -64,6 +69,9 @@ pub const SEV: u64 = 256 * MI;
 pub const TPM: u64 = 53 * MI;
 /// Dedicated CPUs or guaranteed QoS: `resource.MustParse("100Mi")` (PR #10566).
 pub const DEDICATED_OR_GUARANTEED: u64 = 100 * MI;
+/// Core passt binding (v1.8+): `passtComputeMemoryOverheadWhenAllPortsAreForwarded = "250Mi"`
+/// (pkg/network/resources/memory.go:97-100 at v1.8.0 and v1.9.0).
+pub const PASST_BINDING: u64 = 250 * MI;
 /// Page tables: "one bit for every 512b of RAM size", `pagetableMemory.Value() / 512`.
 pub const PAGE_TABLE_DIVISOR: i128 = 512;
 
@@ -74,12 +82,12 @@ pub enum OverheadModel {
     /// *after* the ratio (unscaled); a TPM counts whenever `devices.tpm` is set; no
     /// `reservedOverhead`.
     V1_5,
-    /// v1.6 – v1.8: video RAM 32 MiB; the 100 MiB is added before the ratio (PR #14933);
+    /// v1.6 – v1.9: video RAM 32 MiB; the 100 MiB is added before the ratio (PR #14933);
     /// `tpm.HasDevice` honours `tpm.enabled: false`; v1.8 adds `reservedOverhead.addedOverhead`
     /// (the field does not exist before v1.8, so its absence keeps v1.6/v1.7 exact).
     #[default]
     V1_6,
-    /// main after PR #18388 (2026-07), expected in v1.9: as [`OverheadModel::V1_6`] with
+    /// main after PR #18388 (2026-08), so expected in v1.10: as [`OverheadModel::V1_6`] with
     /// `QemuOverhead = "50Mi"`.
     V1_9,
 }
@@ -97,7 +105,8 @@ impl OverheadModel {
         }
         Some(match minor {
             0..=5 => OverheadModel::V1_5,
-            6..=8 => OverheadModel::V1_6,
+            // v1.9.0 keeps QemuOverhead "30Mi" (kvm/hypervisorbackend.go:42 at v1.9.0).
+            6..=9 => OverheadModel::V1_6,
             _ => OverheadModel::V1_9,
         })
     }
@@ -106,8 +115,8 @@ impl OverheadModel {
     pub fn name(&self) -> &'static str {
         match self {
             OverheadModel::V1_5 => "kubevirt-v1.5",
-            OverheadModel::V1_6 => "kubevirt-v1.6-v1.8",
-            OverheadModel::V1_9 => "kubevirt-v1.9",
+            OverheadModel::V1_6 => "kubevirt-v1.6-v1.9",
+            OverheadModel::V1_9 => "kubevirt-v1.10",
         }
     }
 
@@ -129,7 +138,8 @@ impl OverheadModel {
 /// The KubeVirt CR settings that enter the overhead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeVirtMemoryConfig {
-    /// `spec.configuration.additionalGuestMemoryOverheadRatio` as written (a float >= 1.0).
+    /// `spec.configuration.additionalGuestMemoryOverheadRatio` as written, unvalidated: what
+    /// KubeVirt makes of it is decided where it is used, as in `GetMemoryOverhead`.
     pub additional_guest_memory_overhead_ratio: Option<String>,
     /// Registered network binding plugins (`spec.configuration.network.binding`) by name, with
     /// their `computeResourceOverhead.requests.memory` (zero when unset).
@@ -158,9 +168,12 @@ impl KubeVirtMemoryConfig {
     /// `spec.configuration.architectureConfiguration.defaultArchitecture`, and
     /// `status.observedKubeVirtVersion` (else `status.targetKubeVirtVersion`) for the model.
     ///
-    /// The ratio is validated as KubeVirt's webhook does (`validateGuestToRequestHeadroom`:
-    /// `strconv.ParseFloat` succeeds and the value is >= 1.0; NaN and infinities are refused here
-    /// too, where Go would compute garbage).
+    /// The ratio is kept as written, not validated: KubeVirt's webhook
+    /// (`validateGuestToRequestHeadroom`, pkg/virt-operator/webhooks/kubevirt-update-admitter.go:482
+    /// at v1.9.0) runs on UPDATE only (pkg/virt-operator/resource/generate/components/webhooks.go:120-127
+    /// at v1.9.0; the create admitter validates nothing, kubevirt-create-admitter.go:49),
+    /// so a CR created with "abc" or "0.5" reaches virt-controller, whose `GetMemoryOverhead`
+    /// ignores the first and applies the second. [`kubevirt_overhead`] does the same.
     pub fn from_kubevirt_cr(kv: &Value) -> Result<Self, MemoryError> {
         let mut cfg = KubeVirtMemoryConfig::default();
         let conf = |path: &[&str]| {
@@ -173,7 +186,6 @@ impl KubeVirtMemoryConfig {
             None => {}
             Some(Value::String(s)) if s.is_empty() => {}
             Some(Value::String(s)) => {
-                parse_ratio(s)?;
                 cfg.additional_guest_memory_overhead_ratio = Some(s.clone());
             }
             Some(_) => {
@@ -215,18 +227,32 @@ impl KubeVirtMemoryConfig {
         Ok(cfg)
     }
 
-    /// The ratio as a float. Like `GetMemoryOverhead`, a string that does not parse as a float
-    /// is ignored (KubeVirt logs "cannot add additional overhead" and skips the ratio); a float
-    /// below 1.0, NaN or infinite is an error (KubeVirt's webhook refuses the first, Go would
-    /// compute garbage for the others). [`KubeVirtMemoryConfig::from_kubevirt_cr`] refuses all
-    /// three, as the webhook does.
+    /// The ratio `GetMemoryOverhead` applies (pkg/hypervisor/kvm/hypervisorbackend.go:165-176
+    /// at v1.8.0, :166-177 at v1.9.0): none when unset or empty; none when `strconv.ParseFloat` fails
+    /// ("cannot add additional overhead", the overhead is returned unscaled; the "not a float"
+    /// entry of hypervisorbackend_test.go:279); otherwise the float, whatever its value (a
+    /// ratio below 1.0 shrinks the overhead). An error only where Go's result is not
+    /// reproducible: NaN and infinities (accepted by ParseFloat, and `int64()` of the product is
+    /// platform-dependent) and hexadecimal floats (accepted by Go, not parsed here).
     fn ratio(&self) -> Result<Option<f64>, MemoryError> {
-        match self.additional_guest_memory_overhead_ratio.as_deref() {
-            None | Some("") => Ok(None),
-            Some(s) => match s.parse::<f64>() {
-                Err(_) => Ok(None),
-                Ok(_) => parse_ratio(s).map(Some),
-            },
+        let Some(s) = self
+            .additional_guest_memory_overhead_ratio
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let unreproducible = |why| MemoryError::UnreproducibleRatio {
+            value: s.to_string(),
+            why,
+        };
+        match go_parse_float(s) {
+            GoFloat::Error => Ok(None),
+            GoFloat::Hex => Err(unreproducible("a hexadecimal float")),
+            GoFloat::Value(r) if r.is_finite() => Ok(Some(r)),
+            GoFloat::Value(_) => Err(unreproducible(
+                "NaN or infinite: Go's int64() of the scaled overhead is platform-dependent",
+            )),
         }
     }
 }
@@ -255,24 +281,154 @@ fn prefix_path(e: MemoryError, plugin: &str) -> MemoryError {
     }
 }
 
-/// Go's `strconv.ParseFloat(s, 64)` for decimal input (Rust's parser is also correctly rounded;
-/// Go's hexadecimal floats are refused here), then KubeVirt's `ratio < 1.0` check.
-fn parse_ratio(s: &str) -> Result<f64, MemoryError> {
-    let invalid = || MemoryError::InvalidRatio {
-        value: s.to_string(),
-    };
-    let r: f64 = s.parse().map_err(|_| invalid())?;
-    if !r.is_finite() || r < 1.0 {
-        return Err(invalid());
-    }
-    Ok(r)
+/// What Go's `strconv.ParseFloat(s, 64)` returns for a string.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum GoFloat {
+    /// An error: a syntax error, or a finite literal that rounds beyond ±MaxFloat64 (ErrRange).
+    Error,
+    /// A value without error, NaN and ±Inf included ("NaN", "Inf", "-Infinity", any case).
+    Value(f64),
+    /// A well-formed hexadecimal float ("0x1.8p1"): Go accepts it, this module does not parse it.
+    Hex,
 }
 
-/// One term of the overhead, in bytes (rounded up when the term itself is fractional).
+/// Go's `strconv.ParseFloat(s, 64)` (src/strconv/atof.go `special`, `readFloat`,
+/// `underscoreOK`): the special values first, then the decimal or hexadecimal syntax, digits
+/// possibly separated by `_`, the whole string consumed. A decimal number is then rounded by
+/// Rust's parser, which is correctly rounded like Go's; one that rounds to infinity is Go's
+/// ErrRange.
+pub(crate) fn go_parse_float(s: &str) -> GoFloat {
+    if let Some(v) = go_special(s) {
+        return GoFloat::Value(v);
+    }
+    let b = s.as_bytes();
+    let lower = |c: u8| c | 0x20;
+    let mut i = 0;
+    let mut normalized = String::with_capacity(s.len() + 2);
+    if let Some(&c @ (b'+' | b'-')) = b.first() {
+        normalized.push(char::from(c));
+        i = 1;
+    }
+    let hex = i + 2 < b.len() && b[i] == b'0' && lower(b[i + 1]) == b'x';
+    if hex {
+        i += 2;
+    }
+    let (mut underscores, mut sawdot, mut sawdigits) = (false, false, false);
+    while let Some(&c) = b.get(i) {
+        if c == b'_' {
+            underscores = true;
+        } else if c == b'.' {
+            if sawdot {
+                break;
+            }
+            sawdot = true;
+            normalized.push('.');
+        } else if c.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&lower(c))) {
+            sawdigits = true;
+            normalized.push(char::from(c));
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if !sawdigits {
+        return GoFloat::Error;
+    }
+    let exp_char = if hex { b'p' } else { b'e' };
+    if b.get(i).is_some_and(|&c| lower(c) == exp_char) {
+        normalized.push('e');
+        i += 1;
+        if let Some(&c @ (b'+' | b'-')) = b.get(i) {
+            normalized.push(char::from(c));
+            i += 1;
+        }
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return GoFloat::Error;
+        }
+        while let Some(&c) = b.get(i) {
+            if c == b'_' {
+                underscores = true;
+            } else if c.is_ascii_digit() {
+                normalized.push(char::from(c));
+            } else {
+                break;
+            }
+            i += 1;
+        }
+    } else if hex {
+        // "hexadecimal mantissa requires a 'p' exponent"
+        return GoFloat::Error;
+    }
+    // ParseFloat: anything left over is a syntax error.
+    if i != b.len() || (underscores && !go_underscore_ok(s)) {
+        return GoFloat::Error;
+    }
+    if hex {
+        return GoFloat::Hex;
+    }
+    match normalized.parse::<f64>() {
+        Ok(v) if v.is_finite() => GoFloat::Value(v),
+        _ => GoFloat::Error,
+    }
+}
+
+/// Go's `special`: optionally signed "inf"/"infinity", or unsigned "nan", any case, when it is
+/// the whole string (a longer string is a syntax error, which `readFloat` also reports).
+fn go_special(s: &str) -> Option<f64> {
+    let lower = s.to_ascii_lowercase();
+    let (sign, rest, signed) = match lower.as_bytes().first() {
+        Some(b'+') => (1.0, &lower[1..], true),
+        Some(b'-') => (-1.0, &lower[1..], true),
+        _ => (1.0, lower.as_str(), false),
+    };
+    match rest {
+        "inf" | "infinity" => Some(sign * f64::INFINITY),
+        "nan" if !signed => Some(f64::NAN),
+        _ => None,
+    }
+}
+
+/// Go's `underscoreOK`: every `_` sits between two digits (or after a base prefix).
+fn go_underscore_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let b = match b.first() {
+        Some(b'+' | b'-') => &b[1..],
+        _ => b,
+    };
+    let lower = |c: u8| c | 0x20;
+    // '^' start, '0' digit or prefix, '_' underscore, '!' anything else.
+    let mut saw = b'^';
+    let mut i = 0;
+    let mut hex = false;
+    if b.len() >= 2 && b[0] == b'0' && matches!(lower(b[1]), b'b' | b'o' | b'x') {
+        i = 2;
+        saw = b'0';
+        hex = lower(b[1]) == b'x';
+    }
+    for &c in &b[i..] {
+        if c.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&lower(c))) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else {
+            if saw == b'_' {
+                return false;
+            }
+            saw = b'!';
+        }
+    }
+    saw != b'_'
+}
+
+/// One term of the overhead, in bytes (rounded up when the term itself is fractional). Signed:
+/// a ratio below 1.0, which KubeVirt applies at runtime, makes its term negative.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OverheadTerm {
     pub name: &'static str,
-    pub bytes: u64,
+    pub bytes: i128,
 }
 
 /// KubeVirt's overhead, term by term, in the order KubeVirt adds them.
@@ -287,7 +443,7 @@ pub struct OverheadBreakdown {
 
 impl OverheadBreakdown {
     /// The bytes of the term `name`, if present.
-    pub fn term(&self, name: &str) -> Option<u64> {
+    pub fn term(&self, name: &str) -> Option<i128> {
         self.terms.iter().find(|t| t.name == name).map(|t| t.bytes)
     }
 }
@@ -434,13 +590,25 @@ pub fn kubevirt_overhead(
     }
 
     // MultiplyMemory: float64(mem.ScaledValue(Kilo)) * (ratio - 1.0), int64() truncation, in
-    // kilobytes. "Multiplying the ratio is expected to be the last calculation".
+    // kilobytes. "Multiplying the ratio is expected to be the last calculation". A ratio below
+    // 1.0 gives a negative addition, as in Go.
     let ratio = kv.ratio()?;
     if let Some(r) = ratio {
         let kilobytes = t.sum.scaled_value_ceil(3);
         #[allow(clippy::cast_precision_loss)]
         let addition = (kilobytes as f64) * (r - 1.0);
-        // Go's int64(f) truncates toward zero; `as` also saturates where Go's is undefined.
+        // Go's int64(f) truncates toward zero when f fits in an int64; outside that range the
+        // result is implementation-defined (amd64 and arm64 differ), so it is not reproduced.
+        const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+        if !(-TWO_POW_63..TWO_POW_63).contains(&addition) {
+            return Err(MemoryError::UnreproducibleRatio {
+                value: kv
+                    .additional_guest_memory_overhead_ratio
+                    .clone()
+                    .unwrap_or_default(),
+                why: "the scaled overhead does not fit in Go's int64",
+            });
+        }
         #[allow(clippy::cast_possible_truncation)]
         let addition_kb = i128::from(addition as i64);
         let q = addition_kb
@@ -457,13 +625,23 @@ pub fn kubevirt_overhead(
         t.add_bytes("dedicatedCpuOrGuaranteedQos", DEDICATED_OR_GUARANTEED)?;
     }
 
-    // Network binding plugins, last and unscaled (CalculateMemoryOverhead).
+    // The network memory calculator, last and unscaled (CalculateMemoryOverhead). v1.8+
+    // (pkg/network/resources/memory.go:40-42 at v1.8.0 and v1.9.0): 250 MiB once when any
+    // interface uses the core passt binding (`passtBinding`, a field that exists only from
+    // v1.8, so its presence needs no model check); then the registered plugins.
+    if has_passt_binding(vmi) {
+        t.add_bytes("passtBinding", PASST_BINDING)?;
+    }
     if let Some(plugins) = network_binding_overhead(vmi, kv)? {
         t.add("networkBindingPlugins", plugins)?;
     }
 
+    // A ratio below 0 can make KubeVirt's overhead negative; no byte count reports that.
     let total = t.sum.value_ceil();
-    let total = u64::try_from(total.max(0)).map_err(|_| MemoryError::Overflow {
+    if total < 0 {
+        return Err(MemoryError::NegativeOverhead { bytes: total });
+    }
+    let total = u64::try_from(total).map_err(|_| MemoryError::Overflow {
         what: "total overhead",
     })?;
     Ok(OverheadBreakdown {
@@ -472,7 +650,7 @@ pub fn kubevirt_overhead(
             .into_iter()
             .map(|(name, q)| OverheadTerm {
                 name,
-                bytes: q.to_u64_saturating(),
+                bytes: q.value_ceil(),
             })
             .collect(),
         ratio: ratio.and(kv.additional_guest_memory_overhead_ratio.clone()),
@@ -513,6 +691,14 @@ fn array<'v>(v: &'v Value, path: &[&str]) -> &'v [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// `vmispec.HasPasstBinding` (pkg/network/vmispec/interface.go:183 at v1.9.0): an interface
+/// with `passtBinding` set.
+fn has_passt_binding(vmi: &Value) -> bool {
+    array(vmi, &["spec", "domain", "devices", "interfaces"])
+        .iter()
+        .any(|i| present(i, &["passtBinding"]).is_some())
 }
 
 /// `IsVFIOVMI` / `vmitrait.HasVFIO`: any GPU, any host device, or an SR-IOV interface.
@@ -588,7 +774,7 @@ fn topology_count(cpu: &Value, key: &'static str) -> Result<u32, MemoryError> {
 }
 
 /// The vCPU count of `GetMemoryOverhead`, or an error where Go could not decode the VMI.
-fn vcpu_count(vmi: &Value) -> Result<u64, MemoryError> {
+pub(crate) fn vcpu_count(vmi: &Value) -> Result<u64, MemoryError> {
     let n: i128 = if let Some(cpu) = present(vmi, &["spec", "domain", "cpu"]) {
         if !cpu.is_object() {
             return Err(MemoryError::InvalidField {

@@ -12,10 +12,17 @@
 //!
 //! The delta lands in the same places. The edit is idempotent: the delta added is recorded in
 //! [`ADDED_ANNOTATION`], and a Pod that already carries it receives only the difference.
+//!
+//! The total in [`TOTAL_ANNOTATION`] is a report: it never decides anything. It is KubeVirt's
+//! own [`KUBEVIRT_OVERHEAD_ANNOTATION`] (as KubeVirt wrote it) plus the delta when the Pod
+//! carries that annotation, else the recomputed overhead plus the delta; when neither can be had
+//! it is left as it is and [`apply`] says why in a [`ReportIssue`].
+
+use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::kubevirt::{OverheadBreakdown, guest_memory_bytes, kubevirt_overhead, vcpus};
+use super::kubevirt::{OverheadBreakdown, guest_memory_bytes, kubevirt_overhead, vcpu_count};
 use super::mshv::{MshvTerms, mshv_delta};
 use super::{KubeVirtMemoryConfig, MemoryError, present, quantity_value};
 use crate::quantity::Quantity;
@@ -24,60 +31,120 @@ use crate::quantity::Quantity;
 pub const TOTAL_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-bytes";
 /// The mshv delta [`apply`] added to the Pod, in bytes; makes [`apply`] idempotent.
 pub const ADDED_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-added-bytes";
-/// KubeVirt's own overhead report (feature gate `VmiMemoryOverheadReport`, v1.8+); kept in step.
+/// KubeVirt's own overhead report: written by virt-controller when the feature gate
+/// `VmiMemoryOverheadReport` is on, as `strconv.FormatInt(memoryOverhead.Value(), 10)` of
+/// `CalculateMemoryOverhead` (`GetMemoryOverhead` plus the network memory), i.e. KubeVirt's
+/// whole overhead in bytes (pkg/virt-controller/services/template.go:550-551 at v1.8.0,
+/// :631-632 at v1.9.0). The gate is new in v1.8 as alpha, off unless listed
+/// (pkg/virt-config/featuregate/active.go:275 at v1.8.0), and beta in v1.9, on unless listed
+/// in `disabledFeatureGates` (active.go:326 and feature-gates.go:91-111 at v1.9.0); earlier
+/// releases never write it. Kept in step with the delta, since virt-controller reads it back
+/// with `strconv.ParseInt` into the VMI status (pkg/virt-controller/watch/vmi/lifecycle.go:1169-1173
+/// at v1.9.0; a migration target's, pkg/virt-controller/watch/migration/migration.go:1299).
 pub const KUBEVIRT_OVERHEAD_ANNOTATION: &str = "kubevirt.io/memory-overhead-bytes";
 
 /// What [`apply`] adds to a Pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MshvMemoryPlan {
-    /// KubeVirt's own overhead, term by term.
-    pub kubevirt: OverheadBreakdown,
+    /// KubeVirt's overhead recomputed from the VMI, term by term, for the report only; `Err`
+    /// says why it cannot be had (the total then comes from the Pod or is left out).
+    pub kubevirt: Result<OverheadBreakdown, MemoryError>,
     /// The mshv delta in bytes.
     pub delta: u64,
-    /// `kubevirt.total + delta` (saturating).
-    pub total: u64,
 }
 
-/// Computes KubeVirt's overhead and the mshv delta for the VMI. The guest memory is only read
-/// (and required) when `terms.guest_memory_ppm > 0`.
+/// [`plan_with`] with a KubeVirt configuration at hand.
 pub fn plan(
     vmi: &Value,
     kv: &KubeVirtMemoryConfig,
     terms: &MshvTerms,
 ) -> Result<MshvMemoryPlan, MemoryError> {
-    let kubevirt = kubevirt_overhead(vmi, kv)?;
+    plan_with(vmi, Ok(kv), terms)
+}
+
+/// The mshv delta for the VMI, and KubeVirt's overhead for the report.
+///
+/// Errors only where the delta cannot be computed: the vCPU count is read (and must decode)
+/// only when `terms.per_vcpu > 0`, the guest memory only when `terms.guest_memory_ppm > 0`.
+/// Anything wrong with KubeVirt's overhead, or with `kv` (the KubeVirt CR unreadable or
+/// undecodable), lands in `kubevirt` instead.
+pub fn plan_with(
+    vmi: &Value,
+    kv: Result<&KubeVirtMemoryConfig, &MemoryError>,
+    terms: &MshvTerms,
+) -> Result<MshvMemoryPlan, MemoryError> {
+    let vcpus = if terms.per_vcpu == 0 {
+        0
+    } else {
+        vcpu_count(vmi)?
+    };
     let guest = if terms.guest_memory_ppm == 0 {
         0
     } else {
         guest_memory_bytes(vmi)?
     };
-    let delta = mshv_delta(terms, vcpus(vmi), guest);
-    let total = kubevirt.total.saturating_add(delta);
-    Ok(MshvMemoryPlan {
-        kubevirt,
-        delta,
-        total,
-    })
+    let delta = mshv_delta(terms, vcpus, guest);
+    let kubevirt = match kv {
+        Ok(kv) => kubevirt_overhead(vmi, kv),
+        Err(e) => Err(e.clone()),
+    };
+    Ok(MshvMemoryPlan { kubevirt, delta })
+}
+
+/// What [`apply`] did about the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The total written to [`TOTAL_ANNOTATION`]; `None` when it was left as it was.
+    pub total: Option<u64>,
+    /// Parts of the report left out, and why (for warnings; none of them stopped the edit).
+    pub issues: Vec<ReportIssue>,
+}
+
+/// A part of the report [`apply`] left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportIssue {
+    /// [`TOTAL_ANNOTATION`] was not written (an earlier value stays).
+    TotalNotWritten { cause: MemoryError },
+    /// [`KUBEVIRT_OVERHEAD_ANNOTATION`] holds something KubeVirt does not write; it was neither
+    /// used nor changed.
+    KubeVirtReportUnreadable { value: String },
+}
+
+impl fmt::Display for ReportIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportIssue::TotalNotWritten { cause } => write!(
+                f,
+                "annotation {TOTAL_ANNOTATION} not written: KubeVirt's overhead is not known ({cause})"
+            ),
+            ReportIssue::KubeVirtReportUnreadable { value } => write!(
+                f,
+                "annotation {KUBEVIRT_OVERHEAD_ANNOTATION}: {value} is not a byte count; left unchanged"
+            ),
+        }
+    }
 }
 
 /// Adds `plan.delta` to the compute container `spec.containers[compute_index]` (see the module
 /// documentation for where), bumps [`KUBEVIRT_OVERHEAD_ANNOTATION`] when present, and writes
-/// [`TOTAL_ANNOTATION`] and [`ADDED_ANNOTATION`].
+/// [`ADDED_ANNOTATION`] and, when it can be had, [`TOTAL_ANNOTATION`].
 ///
 /// Idempotent: with [`ADDED_ANNOTATION`] = P already on the Pod, `delta − P` is added instead,
-/// so a second call changes nothing. Memory values that change are written back as plain
-/// integer byte strings; values that do not change keep their text. Nothing is removed.
+/// so a second call changes nothing; KubeVirt's own value is the annotation minus P. Memory
+/// values that change are written back as plain integer byte strings; values that do not change
+/// keep their text. Nothing is removed.
 ///
-/// Errors (and leaves the Pod untouched) when a memory value or one of the annotations does not
+/// Errors (and leaves the Pod untouched) when a memory value or [`ADDED_ANNOTATION`] does not
 /// parse, when the container is missing, when the VMI itself carries [`ADDED_ANNOTATION`]
 /// (KubeVirt copies VMI annotations to the Pod, so it would fake "already applied"), or when
-/// taking back an earlier, larger delta would go below zero.
+/// taking back an earlier, larger delta would go below zero. The report never errors: what it
+/// cannot do is in [`Applied::issues`].
 pub fn apply(
     pod: &mut Value,
     compute_index: usize,
     vmi: &Value,
     plan: &MshvMemoryPlan,
-) -> Result<(), MemoryError> {
+) -> Result<Applied, MemoryError> {
     if present(vmi, &["metadata", "annotations", ADDED_ANNOTATION]).is_some() {
         return Err(MemoryError::ReservedAnnotationOnVmi {
             key: ADDED_ANNOTATION,
@@ -150,21 +217,58 @@ pub fn apply(
         }
         _ => None,
     };
-    let new_kubevirt_report = match present(
+    // The report. KubeVirt's annotation, when it reads, is KubeVirt's value plus the delta
+    // already added (P): its new value, `value + delta − P`, is KubeVirt's value plus the delta,
+    // which is the total. Otherwise the recomputed overhead plus the delta.
+    let mut issues = Vec::new();
+    let mut new_kubevirt_report = None;
+    let mut from_pod = None;
+    if let Some(v) = present(
         pod,
         &["metadata", "annotations", KUBEVIRT_OVERHEAD_ANNOTATION],
     ) {
-        Some(v) if adjustment != 0 => {
-            let old = v
-                .as_str()
-                .and_then(|s| crate::quantity::parse(s).ok())
-                .ok_or_else(|| MemoryError::InvalidAnnotation {
-                    key: KUBEVIRT_OVERHEAD_ANNOTATION,
-                    value: v.to_string(),
-                })?;
-            Some(shifted(old, adjustment, KUBEVIRT_OVERHEAD_ANNOTATION)?)
+        match v.as_str().and_then(|s| crate::quantity::parse(s).ok()) {
+            Some(old) => {
+                // Signed: a ratio below 0 makes KubeVirt write a negative value.
+                let new = old.value_ceil().checked_add(adjustment);
+                if adjustment != 0 {
+                    new_kubevirt_report = new.map(|n| n.to_string());
+                }
+                from_pod = Some(new.ok_or(MemoryError::Overflow {
+                    what: KUBEVIRT_OVERHEAD_ANNOTATION,
+                }));
+            }
+            None => issues.push(ReportIssue::KubeVirtReportUnreadable {
+                value: v.to_string(),
+            }),
         }
-        _ => None,
+    }
+    let total = match from_pod {
+        Some(total) => total.and_then(|t| {
+            if t < 0 {
+                Err(MemoryError::NegativeOverhead { bytes: t })
+            } else {
+                u64::try_from(t).map_err(|_| MemoryError::Overflow {
+                    what: TOTAL_ANNOTATION,
+                })
+            }
+        }),
+        None => match &plan.kubevirt {
+            Ok(k) => k
+                .total
+                .checked_add(plan.delta)
+                .ok_or(MemoryError::Overflow {
+                    what: TOTAL_ANNOTATION,
+                }),
+            Err(e) => Err(e.clone()),
+        },
+    };
+    let total = match total {
+        Ok(t) => Some(t),
+        Err(cause) => {
+            issues.push(ReportIssue::TotalNotWritten { cause });
+            None
+        }
     };
     // The annotation map must be writable before anything changes.
     if !matches!(present(pod, &["metadata"]), None | Some(Value::Object(_))) {
@@ -203,15 +307,14 @@ pub fn apply(
     if let Some(v) = new_kubevirt_report {
         annotations.insert(KUBEVIRT_OVERHEAD_ANNOTATION.into(), Value::String(v));
     }
-    annotations.insert(
-        TOTAL_ANNOTATION.into(),
-        Value::String(plan.total.to_string()),
-    );
+    if let Some(t) = total {
+        annotations.insert(TOTAL_ANNOTATION.into(), Value::String(t.to_string()));
+    }
     annotations.insert(
         ADDED_ANNOTATION.into(),
         Value::String(plan.delta.to_string()),
     );
-    Ok(())
+    Ok(Applied { total, issues })
 }
 
 /// A byte count annotation: a string of decimal digits.

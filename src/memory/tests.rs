@@ -529,7 +529,7 @@ fn kv_plugins_are_added_after_the_ratio_unscaled() {
     let b = kubevirt_overhead(&vmi, &kv).unwrap();
     assert_eq!(
         b.terms.last().map(|t| (t.name, t.bytes)),
-        Some(("networkBindingPlugins", 250 * MI))
+        Some(("networkBindingPlugins", i128::from(250 * MI)))
     );
     assert_eq!(b.total, 270 * MI + 283_116_000 + 250 * MI);
 }
@@ -540,7 +540,10 @@ fn terms_sum_to_total() {
     set(&mut vmi, &["spec", "domain", "devices", "tpm"], json!({}));
     set(&mut vmi, &["spec", "livenessProbe", "exec"], json!({}));
     let b = kubevirt_overhead(&vmi, &kv_with_ratio("1.25")).unwrap();
-    assert_eq!(b.terms.iter().map(|t| t.bytes).sum::<u64>(), b.total);
+    assert_eq!(
+        b.terms.iter().map(|t| t.bytes).sum::<i128>(),
+        i128::from(b.total)
+    );
     let names: Vec<_> = b.terms.iter().map(|t| t.name).collect();
     assert_eq!(
         names,
@@ -635,18 +638,6 @@ fn kubevirt_cr_is_read() {
     );
     for (bad, _why) in [
         (
-            json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": "0.9"}}}),
-            "below 1",
-        ),
-        (
-            json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": "abc"}}}),
-            "not a float",
-        ),
-        (
-            json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": "NaN"}}}),
-            "nan",
-        ),
-        (
             json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": 2}}}),
             "number",
         ),
@@ -664,6 +655,18 @@ fn kubevirt_cr_is_read() {
             "{bad}"
         );
     }
+    // Changed with the fix of the "ratio sends the VM to KVM" defect: ratios the webhook
+    // refuses on UPDATE ("0.9", "abc", "NaN") used to be errors here. The webhook does not run
+    // on CREATE, so virt-controller can see them; they are kept as written and
+    // kubevirt_overhead decides what KubeVirt makes of each.
+    for ratio in ["0.9", "abc", "NaN"] {
+        let cr = json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": ratio}}});
+        assert_eq!(
+            KubeVirtMemoryConfig::from_kubevirt_cr(&cr)
+                .map(|c| c.additional_guest_memory_overhead_ratio),
+            Ok(Some(ratio.to_string()))
+        );
+    }
 }
 
 #[test]
@@ -675,7 +678,11 @@ fn model_from_version() {
         ("v1.6.0", Some(V1_6)),
         ("v1.7.1", Some(V1_6)),
         ("1.8.0-rc.1", Some(V1_6)),
-        ("v1.9.0", Some(V1_9)),
+        // v1.9.0 keeps QemuOverhead "30Mi" (pkg/hypervisor/kvm/hypervisorbackend.go:42 at
+        // v1.9.0); the "50Mi" of PR #18388 is on main only. This entry used to expect V1_9.
+        ("v1.9.0", Some(V1_6)),
+        ("v1.9.4", Some(V1_6)),
+        ("v1.10.0", Some(V1_9)),
         ("v1.10.3", Some(V1_9)),
         ("v2.0.0", None),
         ("latest", None),
@@ -850,19 +857,25 @@ fn annotation<'p>(pod: &'p Value, key: &str) -> Option<&'p str> {
 fn plan_and_apply() {
     let vmi = vmi_2gi();
     let p = plan(&vmi, &KubeVirtMemoryConfig::default(), &terms()).unwrap();
-    assert_eq!(p.kubevirt.total, 285_212_672);
+    assert_eq!(p.kubevirt.as_ref().map(|k| k.total), Ok(285_212_672));
     // 64Mi + 1 * 2Mi + ceil(2Gi * 1.5 %) = 69206016 + 32212254.72 -> 32212255.
     assert_eq!(p.delta, 66 * MI + 32_212_255);
-    assert_eq!(p.total, 285_212_672 + p.delta);
 
     let mut pod = launcher_pod("2432696320", Some("2432696320"));
-    apply(&mut pod, 0, &vmi, &p).unwrap();
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            total: Some(285_212_672 + p.delta),
+            issues: vec![]
+        }
+    );
     let expected = (2_432_696_320 + p.delta).to_string();
     assert_eq!(memory(&pod, "requests"), Some(expected.as_str()));
     assert_eq!(memory(&pod, "limits"), Some(expected.as_str()));
     assert_eq!(
         annotation(&pod, TOTAL_ANNOTATION),
-        Some(p.total.to_string().as_str())
+        Some((285_212_672 + p.delta).to_string().as_str())
     );
     assert_eq!(
         annotation(&pod, ADDED_ANNOTATION),
@@ -893,9 +906,8 @@ fn apply_follows_with_memory_overhead() {
     // When("the overcommit guest overhead option is specified") It("the overhead is *only* added
     // to the VM's limits, not requests").
     let p = MshvMemoryPlan {
-        kubevirt: kubevirt_overhead(&test_vmi(), &KubeVirtMemoryConfig::default()).unwrap(),
+        kubevirt: kubevirt_overhead(&test_vmi(), &KubeVirtMemoryConfig::default()),
         delta: 128_000_000,
-        total: 0,
     };
     let mut pod = launcher_pod("64M", Some("64M"));
     apply(&mut pod, 0, &test_vmi(), &p).unwrap();
@@ -962,8 +974,10 @@ fn apply_adjusts_to_a_changed_delta_and_kubevirt_report() {
     );
     // A smaller delta later takes the difference back.
     p.delta = MI;
-    p.total = p.kubevirt.total + MI;
-    apply(&mut pod, 0, &vmi, &p).unwrap();
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    // The total is KubeVirt's value as written (the annotation minus the earlier delta) plus
+    // the new delta.
+    assert_eq!(applied.total, Some(285_212_672 + MI));
     assert_eq!(
         memory(&pod, "requests"),
         Some((2_432_696_320 + MI).to_string().as_str())
@@ -1024,15 +1038,6 @@ fn apply_errors_leave_the_pod_untouched() {
         (
             {
                 let mut pod = launcher_pod("2Gi", None);
-                pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!(5);
-                pod
-            },
-            0,
-            vmi.clone(),
-        ),
-        (
-            {
-                let mut pod = launcher_pod("2Gi", None);
                 pod["metadata"]["annotations"] = json!("x");
                 pod
             },
@@ -1075,6 +1080,407 @@ fn apply_creates_a_missing_request() {
     assert_eq!(pod, once);
 }
 
+// ---- the ratio as KubeVirt reads it at runtime, and the report ------------------------------
+
+#[test]
+fn go_parse_float_follows_strconv() {
+    use crate::memory::kubevirt::{GoFloat, go_parse_float};
+    // Values Go returns without error (src/strconv/atof.go).
+    for (s, v) in [
+        ("3.2", 3.2),
+        ("1.0", 1.0),
+        ("2.332", 2.332),
+        ("1.", 1.0),
+        (".5", 0.5),
+        ("+.5e-1", 0.05),
+        ("1.e1", 10.0),
+        ("1E2", 100.0),
+        ("1_000.5", 1000.5),
+        ("1e1_0", 1e10),
+        ("0.9", 0.9),
+        ("-2", -2.0),
+        ("1e-400", 0.0),
+        ("0e99999", 0.0),
+    ] {
+        assert_eq!(go_parse_float(s), GoFloat::Value(v), "{s}");
+    }
+    for (s, inf) in [
+        ("Inf", f64::INFINITY),
+        ("+infinity", f64::INFINITY),
+        ("-INF", f64::NEG_INFINITY),
+    ] {
+        assert_eq!(go_parse_float(s), GoFloat::Value(inf), "{s}");
+    }
+    for s in ["NaN", "nan", "NAN"] {
+        assert!(
+            matches!(go_parse_float(s), GoFloat::Value(v) if v.is_nan()),
+            "{s}"
+        );
+    }
+    // Errors: syntax, and ErrRange for finite literals beyond MaxFloat64.
+    for s in [
+        "",
+        "no_float",
+        "abc",
+        " 1.5",
+        "1.5 ",
+        "1.5x",
+        ".",
+        "+",
+        "1e",
+        "1e+",
+        "1..5",
+        "_1",
+        "1_",
+        "1__0",
+        "1_.5",
+        "1_e5",
+        "-nan",
+        "+NaN",
+        "infin",
+        "infinityx",
+        "0x",
+        "0x1.8",
+        "0xg",
+        "1e400",
+        "1e99999999999999999999",
+        "1,5",
+        "١",
+    ] {
+        assert_eq!(go_parse_float(s), GoFloat::Error, "{s:?}");
+    }
+    // Hexadecimal floats: accepted by Go, not parsed here.
+    for s in ["0x1p1", "0X1.8P+1", "-0x_1p-2", "0x1_0p0"] {
+        assert_eq!(go_parse_float(s), GoFloat::Hex, "{s}");
+    }
+}
+
+#[test]
+fn kv_ratio_not_a_float_from_the_cr_is_ignored() {
+    // hypervisorbackend_test.go:279 (v1.8.0 and v1.9.0): Entry("with no value if the given
+    // value is not a float", "no_float", true): GetMemoryOverhead returns the unscaled overhead
+    // (hypervisorbackend.go:167-171 at v1.8.0). Read through the KubeVirt CR, as the policy
+    // does: the CR is accepted and the overhead is the one without a ratio.
+    for ratio in ["no_float", "abc", "1,5", "1e400", "-nan", " 2"] {
+        let cr = json!({"spec": {"configuration": {"additionalGuestMemoryOverheadRatio": ratio}}});
+        let kv = KubeVirtMemoryConfig::from_kubevirt_cr(&cr).unwrap();
+        let b = kubevirt_overhead(&test_vmi(), &kv).unwrap();
+        assert_eq!(b.total, 283_115_520, "{ratio}");
+        assert_eq!(b.ratio, None, "{ratio}");
+        assert_eq!(
+            b.term("additionalGuestMemoryOverheadRatio"),
+            None,
+            "{ratio}"
+        );
+    }
+    // Underscores are Go float syntax: "1_0" is 10.
+    assert_eq!(
+        total_with(&test_vmi(), &kv_with_ratio("1_0")),
+        total_with(&test_vmi(), &kv_with_ratio("10"))
+    );
+}
+
+#[test]
+fn kv_ratio_below_one_shrinks_the_overhead() {
+    // The webhook refuses a ratio < 1.0 on UPDATE only (kubevirt-update-admitter.go:482-505 at
+    // v1.9.0); GetMemoryOverhead applies whatever ParseFloat returns: MultiplyMemory adds
+    // int64(283116 kB × (0.5 − 1)) = −141558 kB.
+    let b = kubevirt_overhead(&test_vmi(), &kv_with_ratio("0.5")).unwrap();
+    assert_eq!(
+        b.term("additionalGuestMemoryOverheadRatio"),
+        Some(-141_558_000)
+    );
+    assert_eq!(b.total, 283_115_520 - 141_558_000);
+    assert_eq!(
+        b.terms.iter().map(|t| t.bytes).sum::<i128>(),
+        i128::from(b.total)
+    );
+    // 0.0: 283115520 − 283116000 = −480 bytes; no byte count reports that.
+    assert_eq!(
+        kubevirt_overhead(&test_vmi(), &kv_with_ratio("0")),
+        Err(MemoryError::NegativeOverhead { bytes: -480 })
+    );
+    assert!(matches!(
+        kubevirt_overhead(&test_vmi(), &kv_with_ratio("-3")),
+        Err(MemoryError::NegativeOverhead { .. })
+    ));
+}
+
+#[test]
+fn kv_ratio_go_computes_garbage_for_is_unreproducible() {
+    // ParseFloat accepts NaN and infinities (and the webhook lets NaN and +Inf through, as
+    // `ratio < 1.0` is false); int64() of the product is then platform-dependent in Go. Same
+    // for a finite ratio whose product leaves int64, and for hexadecimal floats (not parsed).
+    for ratio in ["NaN", "Inf", "-Infinity", "1e300", "0x1p1"] {
+        assert!(
+            matches!(
+                kubevirt_overhead(&test_vmi(), &kv_with_ratio(ratio)),
+                Err(MemoryError::UnreproducibleRatio { .. })
+            ),
+            "{ratio}"
+        );
+    }
+}
+
+#[test]
+fn kv_passt_binding() {
+    // pkg/network/resources/memory_test.go (v1.8.0 and v1.9.0): Entry("when vmi has passt
+    // binding") :202, 250Mi, and Entry("when vmi has passt binding and a binding plugin") :210,
+    // 750Mi; both unscaled, after the ratio.
+    let passt = json!({"name": "default", "passtBinding": {}});
+    let vmi = binding_vmi(json!([passt.clone()]));
+    let b = kubevirt_overhead(&vmi, &KubeVirtMemoryConfig::default()).unwrap();
+    assert_eq!(b.total, 270 * MI + 250 * MI);
+    assert_eq!(b.term("passtBinding"), Some(i128::from(250 * MI)));
+    let vmi = binding_vmi(json!([passt, {"name": "net1", "binding": {"name": "plugin1"}}]));
+    assert_eq!(
+        total_with(&vmi, &plugins(&[("plugin1", "500Mi")])),
+        270 * MI + 750 * MI
+    );
+    let kv = KubeVirtMemoryConfig {
+        additional_guest_memory_overhead_ratio: Some("2".into()),
+        ..KubeVirtMemoryConfig::default()
+    };
+    assert_eq!(
+        total_with(
+            &binding_vmi(json!([{"name": "d", "passtBinding": {}}])),
+            &kv
+        ),
+        270 * MI + 283_116_000 + 250 * MI
+    );
+}
+
+#[test]
+fn kv_plugins_without_memory_from_the_cr() {
+    // memory_test.go:67 Entry("when binding plugin is used on the VMI, but it does not require
+    // compute overhead") and :76 ("... does not require memory overhead"): zero.
+    for plugin in [
+        json!({"sidecarImage": "x"}),
+        json!({"computeResourceOverhead": {"requests": {"cpu": "100m"}}}),
+    ] {
+        let cr = json!({"spec": {"configuration": {"network": {"binding": {"plugin1": plugin}}}}});
+        let kv = KubeVirtMemoryConfig::from_kubevirt_cr(&cr).unwrap();
+        let vmi = binding_vmi(json!([{"name": "net1", "binding": {"name": "plugin1"}}]));
+        assert_eq!(total_with(&vmi, &kv), 270 * MI);
+    }
+}
+
+#[test]
+fn plan_fails_only_for_the_delta() {
+    let vmi = vmi_2gi();
+    let good = plan(&vmi, &KubeVirtMemoryConfig::default(), &terms()).unwrap();
+    // The KubeVirt CR unreadable: the delta is the same, the overhead unknown.
+    let unavailable = MemoryError::KubeVirtUnavailable {
+        cause: "forbidden".into(),
+    };
+    let p = plan_with(&vmi, Err(&unavailable), &terms()).unwrap();
+    assert_eq!(p.delta, good.delta);
+    assert_eq!(p.kubevirt, Err(unavailable));
+    // A ratio Go computes garbage for: same.
+    let p = plan(&vmi, &kv_with_ratio("NaN"), &terms()).unwrap();
+    assert_eq!(p.delta, good.delta);
+    assert!(p.kubevirt.is_err());
+    // A VMI field only the overhead reads, undecodable: same.
+    let mut odd = vmi.clone();
+    set(
+        &mut odd,
+        &[
+            "spec",
+            "domain",
+            "memory",
+            "reservedOverhead",
+            "addedOverhead",
+        ],
+        json!("lots"),
+    );
+    let p = plan(&odd, &KubeVirtMemoryConfig::default(), &terms()).unwrap();
+    assert_eq!(p.delta, good.delta);
+    assert!(matches!(
+        p.kubevirt,
+        Err(MemoryError::InvalidQuantity { .. })
+    ));
+    // What the delta reads, undecodable: an error, but only when that term is used.
+    let mut bad_cpu = vmi.clone();
+    set(
+        &mut bad_cpu,
+        &["spec", "domain", "cpu"],
+        json!({"cores": -1}),
+    );
+    assert!(plan(&bad_cpu, &KubeVirtMemoryConfig::default(), &terms()).is_err());
+    let no_per_vcpu = MshvTerms::parse("64Mi", "0", "1.5").unwrap();
+    assert!(plan(&bad_cpu, &KubeVirtMemoryConfig::default(), &no_per_vcpu).is_ok());
+    let mut no_memory = vmi.clone();
+    set(&mut no_memory, &["spec", "domain"], json!({}));
+    assert_eq!(
+        plan(&no_memory, &KubeVirtMemoryConfig::default(), &terms()),
+        Err(MemoryError::MissingGuestMemory)
+    );
+}
+
+/// The plan of `vmi_2gi` with the overhead unknown.
+fn plan_without_overhead() -> MshvMemoryPlan {
+    let unavailable = MemoryError::KubeVirtUnavailable {
+        cause: "forbidden".into(),
+    };
+    plan_with(&vmi_2gi(), Err(&unavailable), &terms()).unwrap()
+}
+
+#[test]
+fn apply_without_a_report_still_adds_the_delta() {
+    let vmi = vmi_2gi();
+    let p = plan_without_overhead();
+    let mut pod = launcher_pod("2432696320", Some("2432696320"));
+    // A total from an earlier run stays as it was.
+    pod["metadata"]["annotations"][TOTAL_ANNOTATION] = json!("123");
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(applied.total, None);
+    assert_eq!(
+        applied.issues,
+        vec![ReportIssue::TotalNotWritten {
+            cause: MemoryError::KubeVirtUnavailable {
+                cause: "forbidden".into()
+            }
+        }]
+    );
+    assert!(applied.issues[0].to_string().contains(TOTAL_ANNOTATION));
+    let expected = (2_432_696_320 + p.delta).to_string();
+    assert_eq!(memory(&pod, "requests"), Some(expected.as_str()));
+    assert_eq!(memory(&pod, "limits"), Some(expected.as_str()));
+    assert_eq!(annotation(&pod, TOTAL_ANNOTATION), Some("123"));
+    assert_eq!(
+        annotation(&pod, ADDED_ANNOTATION),
+        Some(p.delta.to_string().as_str())
+    );
+    // Without an earlier total, none is invented.
+    let mut pod = launcher_pod("2432696320", None);
+    apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(annotation(&pod, TOTAL_ANNOTATION), None);
+    let once = pod.clone();
+    apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(pod, once);
+}
+
+#[test]
+fn apply_takes_the_total_from_kubevirts_annotation() {
+    // KubeVirt's own value wins over the model, which is not even needed: here it is unknown,
+    // and the annotation differs from what the model would say.
+    let vmi = vmi_2gi();
+    let p = plan_without_overhead();
+    let mut pod = launcher_pod("2432696320", None);
+    pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!("300000000");
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    let total = 300_000_000 + p.delta;
+    assert_eq!(
+        applied,
+        Applied {
+            total: Some(total),
+            issues: vec![]
+        }
+    );
+    assert_eq!(
+        annotation(&pod, TOTAL_ANNOTATION),
+        Some(total.to_string().as_str())
+    );
+    assert_eq!(
+        annotation(&pod, KUBEVIRT_OVERHEAD_ANNOTATION),
+        Some(total.to_string().as_str())
+    );
+    // Again: the annotation now includes the delta (P); KubeVirt's value is the annotation
+    // minus P, so the total does not grow.
+    let once = pod.clone();
+    let again = apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(again.total, Some(total));
+    assert_eq!(pod, once);
+    // With a model at hand the annotation still wins.
+    let with_model = plan(&vmi, &KubeVirtMemoryConfig::default(), &terms()).unwrap();
+    let mut pod = launcher_pod("2432696320", None);
+    pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!("300000000");
+    assert_eq!(
+        apply(&mut pod, 0, &vmi, &with_model).unwrap().total,
+        Some(total)
+    );
+}
+
+#[test]
+fn apply_handles_a_negative_kubevirt_report() {
+    // A ratio below 0 makes KubeVirt write a negative overhead (FormatInt of a negative
+    // Value()); it is bumped like any other, and the total is reported when it is a byte count.
+    let vmi = vmi_2gi();
+    let p = plan_without_overhead();
+    let mut pod = launcher_pod("2432696320", None);
+    pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!("-480");
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(applied.total, Some(p.delta - 480));
+    assert_eq!(
+        annotation(&pod, KUBEVIRT_OVERHEAD_ANNOTATION),
+        Some((p.delta - 480).to_string().as_str())
+    );
+    let mut pod = launcher_pod("2432696320", None);
+    pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!("-999999999999");
+    let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+    assert_eq!(applied.total, None);
+    assert!(matches!(
+        applied.issues.as_slice(),
+        [ReportIssue::TotalNotWritten {
+            cause: MemoryError::NegativeOverhead { .. }
+        }]
+    ));
+    assert_eq!(
+        memory(&pod, "requests"),
+        Some((2_432_696_320 + p.delta).to_string().as_str())
+    );
+}
+
+#[test]
+fn apply_leaves_an_unreadable_kubevirt_report() {
+    // Used to be an error case of apply_errors_leave_the_pod_untouched (a JSON number in
+    // kubevirt.io/memory-overhead-bytes made the whole memory step fail, hence a fallback to
+    // KVM). KubeVirt never writes such a value (FormatInt); it is now left as it is, said in an
+    // issue, and the total comes from the model.
+    let vmi = vmi_2gi();
+    let p = plan(&vmi, &KubeVirtMemoryConfig::default(), &terms()).unwrap();
+    for bad in [json!(5), json!("lots"), json!({})] {
+        let mut pod = launcher_pod("2432696320", None);
+        pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = bad.clone();
+        let applied = apply(&mut pod, 0, &vmi, &p).unwrap();
+        assert_eq!(applied.total, Some(285_212_672 + p.delta), "{bad}");
+        assert_eq!(
+            applied.issues,
+            vec![ReportIssue::KubeVirtReportUnreadable {
+                value: bad.to_string()
+            }]
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION],
+            bad
+        );
+        assert_eq!(
+            memory(&pod, "requests"),
+            Some((2_432_696_320 + p.delta).to_string().as_str())
+        );
+        let once = pod.clone();
+        apply(&mut pod, 0, &vmi, &p).unwrap();
+        assert_eq!(pod, once);
+    }
+}
+
+fn arb_ratio_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[-+0-9._eEpPxX]{0,10}",
+        "[+-]?([nN][aA][nN]|[iI][nN][fF]([iI][nN][iI][tT][yY])?)",
+        "0\\.[0-9]{1,3}",
+        ".{0,6}",
+    ]
+}
+
+fn arb_report() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        Just(None),
+        any::<i64>().prop_map(|n| Some(json!(n.to_string()))),
+        arb_json().prop_map(Some),
+    ]
+}
+
 /// Not a test of behaviour: prints the two example breakdowns of docs/memory-overhead.md
 /// (`cargo test --lib print_example_breakdowns -- --nocapture`).
 #[test]
@@ -1083,17 +1489,19 @@ fn print_example_breakdowns() {
         let kv = KubeVirtMemoryConfig::from_kubevirt_cr(&kv_cr).unwrap();
         let terms = MshvTerms::parse(t.0, t.1, t.2).unwrap();
         let p = plan(&vmi, &kv, &terms).unwrap();
+        let k = p.kubevirt.as_ref().unwrap();
+        let total = k.total + p.delta;
         println!("### {title}");
         println!(
             "model {}, ratio {:?}, vcpus {}, guest {} bytes",
             kv.model.name(),
-            p.kubevirt.ratio,
+            k.ratio,
             vcpus(&vmi),
             guest_memory_bytes(&vmi).unwrap()
         );
         println!("| term | bytes | MiB |");
         println!("|---|---:|---:|");
-        for term in &p.kubevirt.terms {
+        for term in &k.terms {
             println!(
                 "| {} | {} | {:.3} |",
                 term.name,
@@ -1103,8 +1511,8 @@ fn print_example_breakdowns() {
         }
         println!(
             "| **KubeVirt total** | **{}** | {:.3} |",
-            p.kubevirt.total,
-            p.kubevirt.total as f64 / MI as f64
+            k.total,
+            k.total as f64 / MI as f64
         );
         println!(
             "| mshv delta (fixed {}, perVcpu {}, guestMemoryPercent {}) | {} | {:.3} |",
@@ -1116,13 +1524,13 @@ fn print_example_breakdowns() {
         );
         println!(
             "| **total** | **{}** | {:.3} |",
-            p.total,
-            p.total as f64 / MI as f64
+            total,
+            total as f64 / MI as f64
         );
         println!();
         assert_eq!(
-            p.kubevirt.terms.iter().map(|t| t.bytes).sum::<u64>(),
-            p.kubevirt.total
+            k.terms.iter().map(|t| t.bytes).sum::<i128>(),
+            i128::from(k.total)
         );
     }
 }
@@ -1487,10 +1895,11 @@ proptest! {
         }
         let t = MshvTerms { fixed, per_vcpu, guest_memory_ppm: ppm };
         let p = plan(&vmi, &KubeVirtMemoryConfig::default(), &t).unwrap();
-        let request = (s.memory + p.kubevirt.total).to_string();
+        let kubevirt_total = p.kubevirt.as_ref().unwrap().total;
+        let request = (s.memory + kubevirt_total).to_string();
         let mut pod = launcher_pod(&request, limit.then_some(request.as_str()));
         if report {
-            pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!(p.kubevirt.total.to_string());
+            pod["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = json!(kubevirt_total.to_string());
         }
         let original = pod.clone();
         apply(&mut pod, 0, &vmi, &p).unwrap();
@@ -1502,6 +1911,50 @@ proptest! {
         let expect_request = if hugepages || !overcommit { p.delta } else { 0 };
         prop_assert_eq!(read(&once, "requests"), read(&original, "requests").map(|r| r + expect_request));
         prop_assert_eq!(read(&once, "limits"), read(&original, "limits").map(|l| l + p.delta));
+    }
+
+    /// Nothing in the report (the KubeVirt CR's ratio, whether the CR could be read, what
+    /// KubeVirt's own annotation holds) changes the delta or the Pod's resources.
+    #[test]
+    fn the_report_never_changes_the_edit(
+        s in arb_shape(),
+        ratio in arb_ratio_text(),
+        kv_readable: bool,
+        report in arb_report(),
+        limit: bool,
+        fixed in 0_u64..=(1 << 32),
+        per_vcpu in 0_u64..=(1 << 26),
+        ppm in 0_u64..=1_000_000,
+    ) {
+        let vmi = shape_vmi(&s);
+        let t = MshvTerms { fixed, per_vcpu, guest_memory_ppm: ppm };
+        let request = (s.memory + 300 * MI).to_string();
+        let pod = launcher_pod(&request, limit.then_some(request.as_str()));
+
+        let reference = plan(&vmi, &KubeVirtMemoryConfig::default(), &t);
+        let kv = kv_with_ratio(&ratio);
+        let unavailable = MemoryError::KubeVirtUnavailable { cause: "x".into() };
+        let config = if kv_readable { Ok(&kv) } else { Err(&unavailable) };
+        let other = plan_with(&vmi, config, &t);
+        prop_assert_eq!(reference.as_ref().map(|p| p.delta), other.as_ref().map(|p| p.delta));
+        let (Ok(reference), Ok(other)) = (reference, other) else { return Ok(()) };
+
+        let mut a = pod.clone();
+        apply(&mut a, 0, &vmi, &reference).unwrap();
+        let mut b = pod.clone();
+        if let Some(r) = report {
+            b["metadata"]["annotations"][KUBEVIRT_OVERHEAD_ANNOTATION] = r;
+        }
+        let applied = apply(&mut b, 0, &vmi, &other);
+        prop_assert!(applied.is_ok(), "{:?}", applied);
+        prop_assert_eq!(&a["spec"], &b["spec"]);
+        prop_assert_eq!(&a["metadata"]["annotations"][ADDED_ANNOTATION], &b["metadata"]["annotations"][ADDED_ANNOTATION]);
+        // And the total is written exactly when it is known.
+        let applied = applied.unwrap_or_default();
+        prop_assert_eq!(
+            b["metadata"]["annotations"].get(TOTAL_ANNOTATION).cloned(),
+            applied.total.map(|t| json!(t.to_string()))
+        );
     }
 
     #[test]

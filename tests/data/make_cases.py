@@ -13,15 +13,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 ENABLED = {"gate": {"mode": "enabled"}}
-PER_POD_ANY = {"gate": {"mode": "enabled"}, "perPodHypervisor": True}
+# The fixtures are copies of stock launchers, so their image names are the stock ones; listing
+# that repository here stands for an image built with an mshv-capable libvirt/QEMU. Cases that
+# check the image rule list another repository instead.
+IMAGES = {"launcherImages": ["quay.io/kubevirt/virt-launcher"]}
+OTHER_IMAGES = {"launcherImages": ["registry.example/kubevirt-mshv/virt-launcher"]}
+PER_POD_ANY = {"gate": {"mode": "enabled"}, "perPodHypervisor": True, **IMAGES}
+MIXED = {"gate": {"mode": "enabled"}, "mixedMode": True, **IMAGES}
 MEMORY = {"memoryOverhead": {"mshv": {"fixed": "64Mi", "perVcpu": "2Mi", "guestMemoryPercent": "1.5"}}}
 
 
+# Reasons whose decision log record is a warning with a remediation hint (src/decision_log.rs):
+# the VM is not where the operator wanted it, for a cause they can act on.
+WARN_REASONS = {"no-capable-node", "lookup-error", "launcher-image", "launcher-pins-kvm",
+                "migration-source-unknown"}
+
+
+def log_level(allowed, reason):
+    """The level of the one decision log record a case must produce (None: no record)."""
+    if not allowed:
+        return "warning"
+    if reason is None:
+        return None
+    return "warning" if reason in WARN_REASONS else "info"
+
+
 def case(id, request, settings=None, session=None, allowed=True, hypervisor=None, reason=None,
-         warning=None, message=None, host_calls=0, doc=""):
+         warning=None, message=None, host_calls=0, doc="", not_in_warnings=None):
     return {"id": id, "doc": doc, "request": request, "settings": settings or {}, "session": session,
             "allowed": allowed, "hypervisor": hypervisor, "reason": reason, "warning": warning,
-            "message": message, "host_calls": host_calls}
+            "message": message, "host_calls": host_calls, "not_in_warnings": not_in_warnings,
+            "log_level": log_level(allowed, reason)}
 
 
 CASES = [
@@ -38,25 +60,55 @@ CASES = [
     case("gate-off-kubevirt", "launcher-v1.8-kvm.json", {}, "kv-off.yml", host_calls=1,
          doc="KubeVirt CR without the gates: no patch at all"),
     # Per-pod mode through the KubeVirt CR.
-    case("v15-per-pod-selected", "launcher-v1.5.json", {}, "kv-per-pod.yml",
+    case("v15-per-pod-selected", "launcher-v1.5.json", IMAGES, "kv-per-pod.yml",
          hypervisor="mshv", reason="selected", host_calls=2,
          doc="fork gate on, v1.5 launcher (no --hypervisor), capable nodes: mshv"),
     case("v18-launcher-pins-kvm", "launcher-v1.8-kvm.json", {}, "kv-per-pod-only.yml",
          hypervisor="kvm", reason="launcher-pins-kvm", host_calls=1,
          doc="fork gate on, v1.8 launcher with --hypervisor, perPodHypervisor false: stays kvm"),
-    case("v18-per-pod-selected", "launcher-v1.8-kvm.json", {"perPodHypervisor": True}, "kv-per-pod.yml",
+    case("v18-per-pod-selected", "launcher-v1.8-kvm.json", {"perPodHypervisor": True, **IMAGES}, "kv-per-pod.yml",
          hypervisor="mshv", reason="selected", host_calls=2,
          doc="fork gate on, v1.8 launcher, perPodHypervisor true: mshv and --hypervisor hyperv-direct"),
-    case("v15-no-capable-node", "launcher-v1.5.json", {}, "kv-per-pod-no-node.yml",
+    case("v15-no-capable-node", "launcher-v1.5.json", IMAGES, "kv-per-pod-no-node.yml",
          hypervisor="kvm", reason="no-capable-node", host_calls=2,
          doc="no Ready, allocatable, labelled node: stays kvm"),
     # Cluster-wide mshv (upstream v1.8+ hyperv-direct).
-    case("cluster-mshv", "launcher-v1.8-hyperv-direct.json", {}, "kv-cluster-mshv.yml",
+    case("cluster-mshv", "launcher-v1.8-hyperv-direct.json", IMAGES, "kv-cluster-mshv.yml",
          hypervisor="mshv", reason="cluster-mshv", host_calls=2,
          doc="upstream hyperv-direct: only the node affinity and the record"),
-    case("cluster-mshv-no-node", "launcher-v1.8-hyperv-direct.json", {}, "kv-cluster-mshv-no-node.yml",
+    case("cluster-mshv-no-node", "launcher-v1.8-hyperv-direct.json", IMAGES, "kv-cluster-mshv-no-node.yml",
          hypervisor="mshv", reason="no-capable-node", warning="stays Pending", host_calls=2,
          doc="upstream hyperv-direct, no verified node: affinity, record and a warning"),
+    case("cluster-mshv-launcher-image", "launcher-v1.8-hyperv-direct.json", OTHER_IMAGES,
+         "kv-cluster-mshv.yml", hypervisor="mshv", reason="launcher-image",
+         warning="unlikely to start", host_calls=2,
+         doc="upstream hyperv-direct with an unlisted launcher image: steered, recorded, warned"),
+    # launcherImages: only listed images are switched.
+    case("per-pod-launcher-image", "launcher-v1.5.json", {}, "kv-per-pod-only.yml",
+         hypervisor="kvm", reason="launcher-image", warning="not in launcherImages", host_calls=1,
+         doc="fork gate on, no launcher image listed: stays kvm without a node lookup"),
+    # Mixed mode: released KubeVirt configured for KVM, mshv-node-agent serving /dev/mshv.
+    case("mixed-selected", "launcher-v1.8-kvm.json", MIXED, "nodes-mixed.yml",
+         hypervisor="mshv", reason="selected", host_calls=1,
+         doc="mixed mode: kvm device kept, mshv device added, --hypervisor hyperv-direct"),
+    case("mixed-no-kvm-node", "launcher-v1.8-kvm.json", MIXED, "nodes-capable.yml",
+         hypervisor="kvm", reason="no-capable-node", host_calls=1,
+         doc="mixed mode: mshv nodes that do not advertise the kvm device do not count"),
+    case("mixed-launcher-image", "launcher-v1.8-kvm.json", {**MIXED, **OTHER_IMAGES},
+         hypervisor="kvm", reason="launcher-image", warning="not in launcherImages",
+         doc="mixed mode, launcher image not listed: stays kvm without a lookup"),
+    case("mixed-realtime", "launcher-realtime.json", MIXED, hypervisor="kvm",
+         reason="workload-unsupported",
+         doc="mixed mode: a realtime VM stays kvm (KubeVirt's KVM runtime would mishandle it)"),
+    case("mixed-dedicated-isolated", "launcher-dedicated.json", MIXED, "mixed-dedicated-isolated.yml",
+         hypervisor="kvm", reason="workload-unsupported", host_calls=1,
+         doc="mixed mode: dedicated CPUs with isolateEmulatorThread (read from the VMI) stay kvm"),
+    case("mixed-dedicated", "launcher-dedicated.json", MIXED, "mixed-dedicated.yml",
+         hypervisor="mshv", reason="selected", host_calls=2,
+         doc="mixed mode: dedicated CPUs without an isolated emulator thread go to mshv"),
+    case("mixed-migration-source-mshv", "launcher-migration-target.json", MIXED,
+         "mixed-migration-source-mshv.yml", hypervisor="mshv", reason="migration-source-mshv",
+         host_calls=2, doc="mixed mode: a migration target gets its mshv source's edits"),
     # Lookup failures.
     case("kubevirt-lookup-error", "launcher-v1.8-kvm.json", {}, "kv-error.yml",
          hypervisor="kvm", reason="lookup-error", warning="forbidden", host_calls=1,
@@ -64,7 +116,11 @@ CASES = [
     case("kubevirt-lookup-reject", "launcher-v1.8-kvm.json", {"onLookupError": "reject"}, "kv-error.yml",
          allowed=False, message="forbidden", host_calls=1,
          doc="KubeVirt CR unreadable, reject: refused with the cause"),
-    case("node-lookup-error", "launcher-v1.5.json", ENABLED, "nodes-error.yml",
+    case("lookup-error-backtrace", "launcher-v1.8-kvm.json", {}, "kv-error-backtrace.yml",
+         hypervisor="kvm", reason="lookup-error", warning="cannot list resource", host_calls=1,
+         not_in_warnings="backtrace",
+         doc="a host error with a stack trace: only its first line reaches the warning"),
+    case("node-lookup-error", "launcher-v1.5.json", {**ENABLED, **IMAGES}, "nodes-error.yml",
          hypervisor="kvm", reason="lookup-error", warning="forbidden", host_calls=1,
          doc="node list unreadable, fallback: kvm as rendered with a warning"),
     # Launcher shapes.
@@ -93,7 +149,7 @@ CASES = [
     case("memory", "launcher-v1.8-kvm.json", {**PER_POD_ANY, **MEMORY}, "memory.yml",
          hypervisor="mshv", reason="selected", host_calls=3,
          doc="mshv memory terms: request, limit and overhead annotations grow by the delta"),
-    case("kubevirt-memory", "launcher-v1.8-kvm.json", {"perPodHypervisor": True, **MEMORY},
+    case("kubevirt-memory", "launcher-v1.8-kvm.json", {"perPodHypervisor": True, **IMAGES, **MEMORY},
          "kv-per-pod-memory.yml", hypervisor="mshv", reason="selected", host_calls=3,
          doc="kubevirt gate mode with memory terms: the KubeVirt CR is read once for both"),
     case("memory-hugepages", "launcher-hugepages.json", {**PER_POD_ANY, **MEMORY}, "memory-hugepages.yml",
@@ -102,6 +158,22 @@ CASES = [
     case("memory-vmi-error", "launcher-v1.8-kvm.json", {**PER_POD_ANY, **MEMORY}, "memory-vmi-error.yml",
          hypervisor="kvm", reason="lookup-error", warning="not found", host_calls=3,
          doc="VMI unreadable with memory terms set: falls back to kvm"),
+    case("memory-ratio-not-float", "launcher-v1.8-kvm-no-overhead-report.json", {**PER_POD_ANY, **MEMORY},
+         "memory-ratio-not-float.yml", hypervisor="mshv", reason="selected", host_calls=3,
+         doc="a KubeVirt CR ratio that is not a float is ignored, as KubeVirt does: mshv, total without ratio"),
+    case("memory-ratio-nan", "launcher-v1.8-kvm-no-overhead-report.json", {**PER_POD_ANY, **MEMORY},
+         "memory-ratio-nan.yml", hypervisor="mshv", reason="selected", host_calls=3,
+         warning="memory-overhead-bytes not written",
+         doc="a ratio KubeVirt's result is not reproducible for: mshv and the delta, total left out with a warning"),
+    case("memory-ratio-nan-kubevirt-report", "launcher-v1.8-kvm.json", {**PER_POD_ANY, **MEMORY},
+         "memory-ratio-nan.yml", hypervisor="mshv", reason="selected", host_calls=3,
+         doc="KubeVirt's own memory-overhead-bytes gives the total: the ratio is not needed"),
+    case("memory-kubevirt-cr-error", "launcher-v1.8-kvm-no-overhead-report.json", {**PER_POD_ANY, **MEMORY},
+         "memory-kv-error.yml", hypervisor="mshv", reason="selected", host_calls=3, warning="forbidden",
+         doc="KubeVirt CR unreadable in enabled mode: mshv and the delta, total left out with a warning"),
+    case("mixed-memory-dedicated", "launcher-dedicated.json", {**MIXED, **MEMORY},
+         "mixed-memory-dedicated.yml", hypervisor="mshv", reason="selected", host_calls=3,
+         doc="mixed mode, dedicated CPUs and memory terms: the VMI is read once for both rules"),
 ]
 
 BATS_HEADER = """#!/usr/bin/env bats
@@ -115,17 +187,25 @@ setup() {
   command -v kwctl >/dev/null || skip "kwctl not on PATH"
 }
 
-# run_case REQUEST SETTINGS [SESSION]
+# run_case REQUEST SETTINGS SESSION
+# Every case replays a session, so kwctl never builds a Kubernetes client (without
+# --replay-host-capabilities-interactions a context-aware run needs a kubeconfig: kwctl
+# crates/kwctl/src/command/run/evaluator.rs build_callback_handler). Cases that must make no
+# lookup replay sessions/empty.yml (`[]`): any host call would get "the list of recorded
+# responses is empty". --sigstore-trust-config on a missing file: the local module is not
+# verified, so kwctl needs no Sigstore trust root and fetches nothing (it only warns).
 run_case() {
-  local args=(run --request-path "tests/data/$1" --settings-json "$2" --allow-context-aware)
-  if [ -n "${3:-}" ]; then
-    args+=(--replay-host-capabilities-interactions "tests/data/sessions/$3")
-  fi
+  run --separate-stderr kwctl run --request-path "tests/data/$1" --settings-json "$2" \\
+    --allow-context-aware --replay-host-capabilities-interactions "tests/data/sessions/$3" \\
+    --sigstore-trust-config /nonexistent annotated-policy.wasm
   # kwctl logs on stderr; stdout is the AdmissionResponse JSON.
-  run --separate-stderr kwctl "${args[@]}" annotated-policy.wasm
   echo "output = ${output}"
   echo "stderr = ${stderr}"
   [ "$status" -eq 0 ]
+  # Exactly the recorded host calls, in order: no mismatch, no extra call, no leftover.
+  [[ "$output" != *"Replay error"* ]]
+  [[ "$output" != *"recorded responses is empty"* ]]
+  [[ "$stderr" != *"have not been replayed"* ]]
 }
 
 # The JSON Patch kwctl printed, decoded and normalised, against tests/data/expected/ID.json
@@ -142,21 +222,45 @@ check_patch() {
 """
 
 
+# The session e2e.bats replays for a case without one (`session: None`): no host call allowed,
+# as in the wasm harness (tests/harness/session.rs Replayer: no session, every call a failure).
+EMPTY_SESSION = "empty.yml"
+
+
+def session_exchanges(name):
+    """Number of exchanges in tests/data/sessions/NAME (kwctl replays each once, in order)."""
+    with open(os.path.join(HERE, "sessions", name)) as f:
+        return sum(1 for line in f if line.startswith("- type: Exchange"))
+
+
+def check_sessions(cases):
+    """kwctl only warns about leftovers; e2e.bats fails on them, so a case's session must hold
+    exactly its host_calls exchanges (0 for the empty session)."""
+    for c in cases:
+        n = session_exchanges(c["session"] or EMPTY_SESSION)
+        if n != c["host_calls"]:
+            raise SystemExit(f'{c["id"]}: session {c["session"]} has {n} exchanges, '
+                             f'host_calls is {c["host_calls"]}')
+
+
 def bats_case(c):
     settings = json.dumps(c["settings"], separators=(",", ":"))
     lines = [f'@test "{c["id"]}: {c["doc"]}" {{',
-             f"  run_case {c['request']} '{settings}' {c['session'] or ''}".rstrip()]
+             f"  run_case {c['request']} '{settings}' {c['session'] or EMPTY_SESSION}"]
     lines.append(f'  [ $(echo "$output" | jq -r .allowed) = "{str(c["allowed"]).lower()}" ]')
     if c["message"]:
         lines.append(f'  [[ $(echo "$output" | jq -r .status.message) == *"{c["message"]}"* ]]')
     if c["warning"]:
         lines.append(f'  [[ $(echo "$output" | jq -r ".warnings[]") == *"{c["warning"]}"* ]]')
+    else:
+        lines.append('  [ "$(echo "$output" | jq -c \'.warnings // []\')" = "[]" ]')
     lines.append(f"  check_patch {c['id']}")
     lines.append("}")
     return "\n".join(lines)
 
 
 def main():
+    check_sessions(CASES)
     with open(os.path.join(HERE, "cases.json"), "w") as f:
         json.dump(CASES, f, indent=2)
         f.write("\n")

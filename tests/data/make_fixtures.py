@@ -2,9 +2,11 @@
 """Writes the admission-request fixtures in tests/data/ (stdlib only; run from anywhere).
 
 Each fixture is the `request` of an AdmissionReview, as kwctl's --request-path and the wasm
-harness take it. The base launcher follows ../../../shared/fixtures/virt-launcher-pod-v1.8-kvm.yaml,
-itself reconstructed from kubevirt/kubevirt v1.8.0 pkg/virt-controller/services/template.go and
-rendercontainer.go; the variants change only what each test is about.
+harness take it. The base launcher is reconstructed from kubevirt/kubevirt v1.8.0
+pkg/virt-controller/services/template.go and rendercontainer.go (the compute command with
+`--hypervisor kvm` as two items, devices in limits copied to requests by API defaulting, the
+controller ownerReference, the copied VMI labels and annotations); the variants change only what
+each test is about.
 """
 import copy
 import json
@@ -150,7 +152,8 @@ def launcher_v15():
     console = p["spec"]["initContainers"].pop(0)
     console.pop("restartPolicy")
     p["spec"]["containers"].append(console)
-    # v1.5: 16 MiB video RAM instead of 32 MiB (kubevirt.md section 3).
+    # v1.5: 16 MiB video RAM instead of 32 MiB (kubevirt/kubevirt v1.5.0
+    # pkg/virt-controller/services/template.go, VideoRAMOverhead).
     p["spec"]["containers"][0]["resources"]["requests"]["memory"] = "2415919104"
     return p
 
@@ -220,8 +223,28 @@ def main():
         p["spec"]["containers"][0]["resources"][m]["devices.kubevirt.io/sev"] = "1"
     out["launcher-sev.json"] = review(p)
 
+    # Dedicated CPUs: virt-controller selects CPU-manager nodes and asks for whole CPUs
+    # (kubevirt/kubevirt pkg/virt-controller/services/template.go); an isolated emulator thread
+    # only adds one CPU and shows nowhere else. Realtime adds its own node selector.
+    p = launcher_v18()
+    res = p["spec"]["containers"][0]["resources"]
+    for m in ("limits", "requests"):
+        res[m]["cpu"] = "3"
+    res["limits"]["memory"] = res["requests"]["memory"]
+    p["spec"]["nodeSelector"]["kubevirt.io/cpumanager"] = "true"
+    out["launcher-dedicated.json"] = review(json.loads(json.dumps(p)))
+    p["spec"]["nodeSelector"]["kubevirt.io/realtime"] = "true"
+    out["launcher-realtime.json"] = review(p)
+
     out["launcher-spoofed.json"] = review(launcher_v18(), username="alice@example.com")
     out["launcher-update.json"] = review(launcher_v18(), operation="UPDATE")
+
+    # KubeVirt v1.8 with its default feature gates: VmiMemoryOverheadReport is alpha there, so no
+    # kubevirt.io/memory-overhead-bytes (kubevirt/kubevirt pkg/virt-controller/services/template.go:550-551
+    # at v1.8.0); the policy's reported total then comes from the recomputed overhead.
+    p = launcher_v18()
+    p["metadata"]["annotations"].pop("kubevirt.io/memory-overhead-bytes")
+    out["launcher-v1.8-kvm-no-overhead-report.json"] = review(p)
 
     out["hotplug-pod.json"] = pod("hp-volume-x2k9d", {"kubevirt.io": "hotplug-disk"})
     out["exporter-pod.json"] = pod("virt-export-testvm", {"kubevirt.io": "virt-exporter"})

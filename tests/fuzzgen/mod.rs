@@ -10,7 +10,7 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-pub const FIXTURES: [&str; 12] = [
+pub const FIXTURES: [&str; 14] = [
     "launcher-v1.8-kvm.json",
     "launcher-v1.8-hyperv-direct.json",
     "launcher-v1.5.json",
@@ -20,6 +20,8 @@ pub const FIXTURES: [&str; 12] = [
     "launcher-migration-target.json",
     "launcher-opt-out.json",
     "launcher-sev.json",
+    "launcher-dedicated.json",
+    "launcher-realtime.json",
     "launcher-spoofed.json",
     "plain-pod.json",
     "hotplug-pod.json",
@@ -152,19 +154,32 @@ pub fn arb_settings() -> impl Strategy<Value = Value> {
         prop_oneof![Just("0"), Just("64Mi"), Just("1Gi")],
         prop_oneof![Just("0"), Just("2Mi")],
         prop_oneof![Just("0"), Just("1.5"), Just("100")],
+        // mixedMode with perPodHypervisor, or without an image, is invalid: both kinds are
+        // generated on purpose (the policy must answer, not fail).
+        any::<bool>(),
+        prop_oneof![
+            Just(json!([])),
+            Just(json!(["quay.io/kubevirt/virt-launcher"])),
+            Just(json!(["registry.example/*", "quay.io/kubevirt/virt-launcher:v1.8.2"])),
+        ],
     )
-        .prop_map(|(mode, per_pod, alloc, on_err, fixed, per_vcpu, pct)| {
+        .prop_map(|(mode, per_pod, alloc, on_err, fixed, per_vcpu, pct, mixed, images)| {
             json!({"gate": {"mode": mode}, "perPodHypervisor": per_pod, "requireAllocatable": alloc,
-                   "onLookupError": on_err,
+                   "onLookupError": on_err, "mixedMode": mixed, "launcherImages": images,
                    "memoryOverhead": {"mshv": {"fixed": fixed, "perVcpu": per_vcpu, "guestMemoryPercent": pct}}})
         });
     prop_oneof![8 => valid, 1 => arb_json(), 1 => Just(json!({}))]
 }
 
+/// A capable node; every other one also advertises the KVM device (mixed mode needs both).
 pub fn node(i: usize) -> Value {
+    let mut allocatable = json!({"devices.kubevirt.io/mshv": "1000"});
+    if i % 2 == 1 {
+        allocatable["devices.kubevirt.io/kvm"] = json!("1k");
+    }
     json!({"metadata": {"name": format!("n{i}"), "labels": {"mshv.node.hyperv-layered.io/capable": "true"}},
            "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                      "allocatable": {"devices.kubevirt.io/mshv": "1000"}}})
+                      "allocatable": allocatable}})
 }
 
 pub fn arb_reply() -> impl Strategy<Value = Result<Vec<u8>, String>> {
@@ -174,9 +189,12 @@ pub fn arb_reply() -> impl Strategy<Value = Result<Vec<u8>, String>> {
         Just(Ok(b"not json".to_vec())),
         Just(Ok(Vec::new())),
         (0usize..3000).prop_map(|n| Ok(json!({"items": (0..n).map(node).collect::<Vec<_>>()}).to_string().into_bytes())),
-        Just(Ok(json!({"items": [{"spec": {"configuration": {"developerConfiguration": {"featureGates": ["HyperVLayered"]}}}}]}).to_string().into_bytes())),
-        Just(Ok(json!({"items": [{"spec": {"configuration": {"developerConfiguration": {"featureGates": ["ConfigurableHypervisor"]},
-            "hypervisors": [{"name": "hyperv-direct"}], "additionalGuestMemoryOverheadRatio": "1.5"}}}]}).to_string().into_bytes())),
+        // KubeVirt CRs (a GET reply: the object itself).
+        Just(Ok(json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": ["HyperVLayered"]}}}}).to_string().into_bytes())),
+        Just(Ok(json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": ["ConfigurableHypervisor"]},
+            "hypervisors": [{"name": "hyperv-direct"}], "additionalGuestMemoryOverheadRatio": "1.5"}}}).to_string().into_bytes())),
+        Just(Ok(json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": ["HyperVLayered"]},
+            "additionalGuestMemoryOverheadRatio": "not a float"}}}).to_string().into_bytes())),
         Just(Ok(fixture("vmi-testvm.json").to_string().into_bytes())),
         arb_json().prop_map(|v| Ok(v.to_string().into_bytes())),
         arb_json().prop_map(|v| Ok(json!({"items": [v]}).to_string().into_bytes())),

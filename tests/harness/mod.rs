@@ -230,6 +230,8 @@ struct HostState {
     replayer: Replayer,
     host_calls: usize,
     log_calls: usize,
+    /// The guest's log records of the current call (`kubewarden/tracing/log` payloads).
+    logs: Vec<Value>,
     allow_list: Option<Arc<BTreeSet<(String, String)>>>,
 }
 
@@ -247,6 +249,11 @@ impl HostState {
             // Policy logging: not a lookup, not counted, output dropped.
             self.log_calls += 1;
             return if operation == "log" {
+                self.logs.push(
+                    serde_json::from_slice(payload).unwrap_or_else(
+                        |_| json!({"<not JSON>": String::from_utf8_lossy(payload)}),
+                    ),
+                );
                 Ok(Vec::new())
             } else {
                 Err(format!("unknown operation: {operation}"))
@@ -301,6 +308,8 @@ pub struct RawCall {
     pub result: std::result::Result<Vec<u8>, String>,
     /// Kubernetes (and other non-logging) host calls made during the call.
     pub host_calls: usize,
+    /// The log records the guest sent during the call.
+    pub logs: Vec<Value>,
     pub replay_failures: Vec<ReplayFailure>,
 }
 
@@ -318,6 +327,7 @@ impl Instance {
             let mut st = lock(&self.state);
             st.replayer = Replayer::new(session.cloned());
             st.host_calls = 0;
+            st.logs.clear();
         }
         let result = self
             .host
@@ -328,6 +338,7 @@ impl Instance {
         RawCall {
             result,
             host_calls: st.host_calls,
+            logs: std::mem::take(&mut st.logs),
             replay_failures: std::mem::take(&mut st.replayer.failures),
         }
     }
@@ -384,6 +395,7 @@ impl Instance {
             response,
             patch,
             host_calls: raw.host_calls,
+            logs: raw.logs,
             guest_error,
             replay_failures: raw.replay_failures,
             admission,
@@ -427,6 +439,8 @@ pub struct Outcome {
     pub patch: Patch,
     /// Kubernetes host calls made (logging excluded).
     pub host_calls: usize,
+    /// The guest's log records (`kubewarden/tracing/log`), in order.
+    pub logs: Vec<Value>,
     /// The waPC error when `validate` failed in the guest (SDK error, panic/trap), as
     /// policy-evaluator sees it: e.g. "Guest call failure: error invoking host capability ...".
     pub guest_error: Option<String>,
