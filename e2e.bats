@@ -9,17 +9,25 @@ setup() {
   command -v kwctl >/dev/null || skip "kwctl not on PATH"
 }
 
-# run_case REQUEST SETTINGS [SESSION]
+# run_case REQUEST SETTINGS SESSION
+# Every case replays a session, so kwctl never builds a Kubernetes client (without
+# --replay-host-capabilities-interactions a context-aware run needs a kubeconfig: kwctl
+# crates/kwctl/src/command/run/evaluator.rs build_callback_handler). Cases that must make no
+# lookup replay sessions/empty.yml (`[]`): any host call would get "the list of recorded
+# responses is empty". --sigstore-trust-config on a missing file: the local module is not
+# verified, so kwctl needs no Sigstore trust root and fetches nothing (it only warns).
 run_case() {
-  local args=(run --request-path "tests/data/$1" --settings-json "$2" --allow-context-aware)
-  if [ -n "${3:-}" ]; then
-    args+=(--replay-host-capabilities-interactions "tests/data/sessions/$3")
-  fi
+  run --separate-stderr kwctl run --request-path "tests/data/$1" --settings-json "$2" \
+    --allow-context-aware --replay-host-capabilities-interactions "tests/data/sessions/$3" \
+    --sigstore-trust-config /nonexistent annotated-policy.wasm
   # kwctl logs on stderr; stdout is the AdmissionResponse JSON.
-  run --separate-stderr kwctl "${args[@]}" annotated-policy.wasm
   echo "output = ${output}"
   echo "stderr = ${stderr}"
   [ "$status" -eq 0 ]
+  # Exactly the recorded host calls, in order: no mismatch, no extra call, no leftover.
+  [[ "$output" != *"Replay error"* ]]
+  [[ "$output" != *"recorded responses is empty"* ]]
+  [[ "$stderr" != *"have not been replayed"* ]]
 }
 
 # The JSON Patch kwctl printed, decoded and normalised, against tests/data/expected/ID.json
@@ -35,82 +43,157 @@ check_patch() {
 }
 
 @test "plain-pod: a plain Pod is accepted unchanged" {
-  run_case plain-pod.json '{"gate":{"mode":"enabled"}}'
+  run_case plain-pod.json '{"gate":{"mode":"enabled"}}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch plain-pod
 }
 
 @test "hotplug-pod: a hotplug Pod is accepted unchanged" {
-  run_case hotplug-pod.json '{"gate":{"mode":"enabled"}}'
+  run_case hotplug-pod.json '{"gate":{"mode":"enabled"}}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch hotplug-pod
 }
 
 @test "exporter-pod: an export Pod is accepted unchanged" {
-  run_case exporter-pod.json '{"gate":{"mode":"enabled"}}'
+  run_case exporter-pod.json '{"gate":{"mode":"enabled"}}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch exporter-pod
 }
 
 @test "spoofed-launcher: a launcher lookalike from an ordinary user gets nothing" {
-  run_case launcher-spoofed.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}'
+  run_case launcher-spoofed.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch spoofed-launcher
 }
 
 @test "update: UPDATE is accepted unchanged" {
-  run_case launcher-update.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}'
+  run_case launcher-update.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch update
 }
 
 @test "gate-disabled: gate.mode disabled: no patch, no lookup" {
-  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"disabled"}}'
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"disabled"}}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch gate-disabled
 }
 
 @test "gate-off-kubevirt: KubeVirt CR without the gates: no patch at all" {
   run_case launcher-v1.8-kvm.json '{}' kv-off.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch gate-off-kubevirt
 }
 
 @test "v15-per-pod-selected: fork gate on, v1.5 launcher (no --hypervisor), capable nodes: mshv" {
-  run_case launcher-v1.5.json '{}' kv-per-pod.yml
+  run_case launcher-v1.5.json '{"launcherImages":["quay.io/kubevirt/virt-launcher"]}' kv-per-pod.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch v15-per-pod-selected
 }
 
 @test "v18-launcher-pins-kvm: fork gate on, v1.8 launcher with --hypervisor, perPodHypervisor false: stays kvm" {
   run_case launcher-v1.8-kvm.json '{}' kv-per-pod-only.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch v18-launcher-pins-kvm
 }
 
 @test "v18-per-pod-selected: fork gate on, v1.8 launcher, perPodHypervisor true: mshv and --hypervisor hyperv-direct" {
-  run_case launcher-v1.8-kvm.json '{"perPodHypervisor":true}' kv-per-pod.yml
+  run_case launcher-v1.8-kvm.json '{"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' kv-per-pod.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch v18-per-pod-selected
 }
 
 @test "v15-no-capable-node: no Ready, allocatable, labelled node: stays kvm" {
-  run_case launcher-v1.5.json '{}' kv-per-pod-no-node.yml
+  run_case launcher-v1.5.json '{"launcherImages":["quay.io/kubevirt/virt-launcher"]}' kv-per-pod-no-node.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch v15-no-capable-node
 }
 
 @test "cluster-mshv: upstream hyperv-direct: only the node affinity and the record" {
-  run_case launcher-v1.8-hyperv-direct.json '{}' kv-cluster-mshv.yml
+  run_case launcher-v1.8-hyperv-direct.json '{"launcherImages":["quay.io/kubevirt/virt-launcher"]}' kv-cluster-mshv.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch cluster-mshv
 }
 
 @test "cluster-mshv-no-node: upstream hyperv-direct, no verified node: affinity, record and a warning" {
-  run_case launcher-v1.8-hyperv-direct.json '{}' kv-cluster-mshv-no-node.yml
+  run_case launcher-v1.8-hyperv-direct.json '{"launcherImages":["quay.io/kubevirt/virt-launcher"]}' kv-cluster-mshv-no-node.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"stays Pending"* ]]
   check_patch cluster-mshv-no-node
+}
+
+@test "cluster-mshv-launcher-image: upstream hyperv-direct with an unlisted launcher image: steered, recorded, warned" {
+  run_case launcher-v1.8-hyperv-direct.json '{"launcherImages":["registry.example/kubevirt-mshv/virt-launcher"]}' kv-cluster-mshv.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"unlikely to start"* ]]
+  check_patch cluster-mshv-launcher-image
+}
+
+@test "per-pod-launcher-image: fork gate on, no launcher image listed: stays kvm without a node lookup" {
+  run_case launcher-v1.5.json '{}' kv-per-pod-only.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"not in launcherImages"* ]]
+  check_patch per-pod-launcher-image
+}
+
+@test "mixed-selected: mixed mode: kvm device kept, mshv device added, --hypervisor hyperv-direct" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-mixed.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-selected
+}
+
+@test "mixed-no-kvm-node: mixed mode: mshv nodes that do not advertise the kvm device do not count" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-no-kvm-node
+}
+
+@test "mixed-launcher-image: mixed mode, launcher image not listed: stays kvm without a lookup" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["registry.example/kubevirt-mshv/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"not in launcherImages"* ]]
+  check_patch mixed-launcher-image
+}
+
+@test "mixed-realtime: mixed mode: a realtime VM stays kvm (KubeVirt's KVM runtime would mishandle it)" {
+  run_case launcher-realtime.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-realtime
+}
+
+@test "mixed-dedicated-isolated: mixed mode: dedicated CPUs with isolateEmulatorThread (read from the VMI) stay kvm" {
+  run_case launcher-dedicated.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' mixed-dedicated-isolated.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-dedicated-isolated
+}
+
+@test "mixed-dedicated: mixed mode: dedicated CPUs without an isolated emulator thread go to mshv" {
+  run_case launcher-dedicated.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' mixed-dedicated.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-dedicated
+}
+
+@test "mixed-migration-source-mshv: mixed mode: a migration target gets its mshv source's edits" {
+  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' mixed-migration-source-mshv.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-migration-source-mshv
 }
 
 @test "kubevirt-lookup-error: KubeVirt CR unreadable, fallback: kvm as rendered with a warning" {
@@ -124,80 +207,132 @@ check_patch() {
   run_case launcher-v1.8-kvm.json '{"onLookupError":"reject"}' kv-error.yml
   [ $(echo "$output" | jq -r .allowed) = "false" ]
   [[ $(echo "$output" | jq -r .status.message) == *"forbidden"* ]]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch kubevirt-lookup-reject
 }
 
+@test "lookup-error-backtrace: a host error with a stack trace: only its first line reaches the warning" {
+  run_case launcher-v1.8-kvm.json '{}' kv-error-backtrace.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"cannot list resource"* ]]
+  check_patch lookup-error-backtrace
+}
+
 @test "node-lookup-error: node list unreadable, fallback: kvm as rendered with a warning" {
-  run_case launcher-v1.5.json '{"gate":{"mode":"enabled"}}' nodes-error.yml
+  run_case launcher-v1.5.json '{"gate":{"mode":"enabled"},"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-error.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"forbidden"* ]]
   check_patch node-lookup-error
 }
 
 @test "hook-sidecars: hook sidecars are left alone; only compute changes" {
-  run_case launcher-hook-sidecars.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}' nodes-capable.yml
+  run_case launcher-hook-sidecars.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch hook-sidecars
 }
 
 @test "two-term-affinity: the node requirement is ANDed into both nodeSelectorTerms" {
-  run_case launcher-two-term-affinity.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}' nodes-capable.yml
+  run_case launcher-two-term-affinity.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch two-term-affinity
 }
 
 @test "opt-out: the VMI's opt-out annotation keeps kvm without a lookup" {
-  run_case launcher-opt-out.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}'
+  run_case launcher-opt-out.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch opt-out
 }
 
 @test "sev: a SEV launcher stays kvm without a lookup" {
-  run_case launcher-sev.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}'
+  run_case launcher-sev.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch sev
 }
 
 @test "migration-source-mshv: a migration target follows its mshv source" {
-  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}' migration-source-mshv.yml
+  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' migration-source-mshv.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch migration-source-mshv
 }
 
 @test "migration-source-kvm: a migration target follows its kvm source" {
-  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}' migration-source-kvm.yml
+  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' migration-source-kvm.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch migration-source-kvm
 }
 
 @test "migration-source-missing: a migration target without a running source is left as rendered, with a warning" {
-  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true}' migration-source-missing.yml
+  run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' migration-source-missing.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"not found"* ]]
   check_patch migration-source-missing
 }
 
 @test "memory: mshv memory terms: request, limit and overhead annotations grow by the delta" {
-  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory.yml
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch memory
 }
 
 @test "kubevirt-memory: kubevirt gate mode with memory terms: the KubeVirt CR is read once for both" {
-  run_case launcher-v1.8-kvm.json '{"perPodHypervisor":true,"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' kv-per-pod-memory.yml
+  run_case launcher-v1.8-kvm.json '{"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' kv-per-pod-memory.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch kubevirt-memory
 }
 
 @test "memory-hugepages: hugepages: the delta goes to the memory request that holds the overhead" {
-  run_case launcher-hugepages.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-hugepages.yml
+  run_case launcher-hugepages.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-hugepages.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch memory-hugepages
 }
 
 @test "memory-vmi-error: VMI unreadable with memory terms set: falls back to kvm" {
-  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-vmi-error.yml
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-vmi-error.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"not found"* ]]
   check_patch memory-vmi-error
+}
+
+@test "memory-ratio-not-float: a KubeVirt CR ratio that is not a float is ignored, as KubeVirt does: mshv, total without ratio" {
+  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-not-float.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch memory-ratio-not-float
+}
+
+@test "memory-ratio-nan: a ratio KubeVirt's result is not reproducible for: mshv and the delta, total left out with a warning" {
+  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-nan.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"memory-overhead-bytes not written"* ]]
+  check_patch memory-ratio-nan
+}
+
+@test "memory-ratio-nan-kubevirt-report: KubeVirt's own memory-overhead-bytes gives the total: the ratio is not needed" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-nan.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch memory-ratio-nan-kubevirt-report
+}
+
+@test "memory-kubevirt-cr-error: KubeVirt CR unreadable in enabled mode: mshv and the delta, total left out with a warning" {
+  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-kv-error.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"forbidden"* ]]
+  check_patch memory-kubevirt-cr-error
+}
+
+@test "mixed-memory-dedicated: mixed mode, dedicated CPUs and memory terms: the VMI is read once for both rules" {
+  run_case launcher-dedicated.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' mixed-memory-dedicated.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-memory-dedicated
 }
