@@ -453,10 +453,8 @@ fn pod_hypervisor(pod: &Value, settings: &Settings) -> Hypervisor {
         .pointer("/metadata/labels")
         .and_then(|l| l.get(HYPERVISOR_KEY))
         .and_then(Value::as_str);
-    match recorded {
-        Some("mshv") => return Hypervisor::Mshv,
-        Some("kvm") => return Hypervisor::Kvm,
-        _ => {}
+    if let Some(h) = recorded.and_then(Hypervisor::from_record) {
+        return h;
     }
     let holds_mshv = pod
         .pointer("/spec/containers")

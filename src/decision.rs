@@ -390,7 +390,7 @@ mod tests {
 
     fn launcher() -> Launcher {
         Launcher {
-            compute: 0,
+            compute_index: 0,
             namespace: "ns".into(),
             vmi_name: "vm".into(),
             vmi_uid: "uid".into(),

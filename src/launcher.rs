@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY};
+use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 use crate::settings::Settings;
 
 pub const APP_LABEL: &str = "kubevirt.io";
@@ -39,7 +39,7 @@ pub enum HypervisorFlag {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launcher {
     /// Index of the `compute` container in `spec.containers`.
-    pub compute: usize,
+    pub compute_index: usize,
     pub namespace: String,
     /// The VMI's name (annotation `kubevirt.io/domain`, else the owner reference's name).
     pub vmi_name: String,
@@ -135,11 +135,12 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
 
     // Our own record also says `kvm`; it is only an opt-out when no decision of ours stands
     // beside it (or that decision was itself the opt-out), which keeps re-runs idempotent.
-    let opt_out = annotation(HYPERVISOR_KEY) == Some("kvm")
-        && matches!(annotation(REASON_KEY), None | Some("opt-out"));
+    let opt_out = annotation(HYPERVISOR_KEY).and_then(Hypervisor::from_record)
+        == Some(Hypervisor::Kvm)
+        && annotation(REASON_KEY).is_none_or(|r| r == Reason::OptOut.as_str());
 
     Some(Launcher {
-        compute,
+        compute_index: compute,
         namespace,
         vmi_name,
         vmi_uid: uid.to_string(),
@@ -184,6 +185,7 @@ fn hypervisor_flag(command: Option<&Value>) -> HypervisorFlag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
     use serde_json::json;
 
     pub(crate) fn launcher_pod() -> Value {
@@ -215,7 +217,7 @@ mod tests {
     #[test]
     fn reads_a_v18_launcher() {
         let l = rec(&launcher_pod()).unwrap();
-        assert_eq!(l.compute, 0);
+        assert_eq!(l.compute_index, 0);
         assert_eq!(l.vmi_name, "testvm");
         assert_eq!(l.vmi_uid, "uid-1");
         assert_eq!(l.namespace, "default");
@@ -227,41 +229,35 @@ mod tests {
         assert_eq!(l.image, "quay.io/kubevirt/virt-launcher:v1.8.2");
     }
 
-    #[test]
-    fn rejects_lookalikes() {
-        let mut cases = Vec::new();
+    /// Sets `pointer` of a launcher Pod to `value` (`null` removes the key).
+    fn with(pointer: &str, value: Value) -> Value {
         let mut p = launcher_pod();
-        p["metadata"]["labels"]["kubevirt.io"] = json!("hotplug-disk");
-        cases.push(("hotplug", p));
-        let mut p = launcher_pod();
-        p["metadata"]["labels"]["kubevirt.io"] = json!("virt-exporter");
-        cases.push(("exporter", p));
-        let mut p = launcher_pod();
-        p["metadata"]["labels"]
-            .as_object_mut()
-            .unwrap()
-            .remove("kubevirt.io/created-by");
-        cases.push(("no created-by", p));
-        let mut p = launcher_pod();
-        p["metadata"]["ownerReferences"][0]["uid"] = json!("other");
-        cases.push(("uid mismatch", p));
-        let mut p = launcher_pod();
-        p["metadata"]["ownerReferences"][0]["controller"] = json!(false);
-        cases.push(("not controller", p));
-        let mut p = launcher_pod();
-        p["metadata"]["ownerReferences"][0]["kind"] = json!("VirtualMachine");
-        cases.push(("wrong kind", p));
-        let mut p = launcher_pod();
-        p["metadata"]["ownerReferences"][0]["apiVersion"] = json!("evil.io/v1");
-        cases.push(("wrong group", p));
-        let mut p = launcher_pod();
-        p["spec"]["containers"][0]["name"] = json!("main");
-        cases.push(("no compute", p));
-        cases.push(("plain", json!({"metadata": {"name": "x"}, "spec": {}})));
-        cases.push(("not an object", json!([1, 2])));
-        for (name, pod) in cases {
-            assert_eq!(rec(&pod), None, "{name}");
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let key = key.replace("~1", "/").replace("~0", "~");
+        let key = key.as_str();
+        let slot = p.pointer_mut(parent).unwrap();
+        if value.is_null() {
+            slot.as_object_mut().unwrap().remove(key);
+        } else {
+            slot[key] = value;
         }
+        p
+    }
+
+    /// Pods that share some of a launcher's marks but are not launchers of a trusted VMI.
+    #[rstest]
+    #[case::hotplug(with("/metadata/labels/kubevirt.io", json!("hotplug-disk")))]
+    #[case::exporter(with("/metadata/labels/kubevirt.io", json!("virt-exporter")))]
+    #[case::no_created_by(with("/metadata/labels/kubevirt.io~1created-by", Value::Null))]
+    #[case::uid_mismatch(with("/metadata/ownerReferences/0/uid", json!("other")))]
+    #[case::not_controller(with("/metadata/ownerReferences/0/controller", json!(false)))]
+    #[case::wrong_kind(with("/metadata/ownerReferences/0/kind", json!("VirtualMachine")))]
+    #[case::wrong_group(with("/metadata/ownerReferences/0/apiVersion", json!("evil.io/v1")))]
+    #[case::no_compute(with("/spec/containers/0/name", json!("main")))]
+    #[case::plain(json!({"metadata": {"name": "x"}, "spec": {}}))]
+    #[case::not_an_object(json!([1, 2]))]
+    fn rejects_lookalikes(#[case] pod: Value) {
+        assert_eq!(rec(&pod), None);
     }
 
     #[test]

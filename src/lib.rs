@@ -10,18 +10,21 @@
 //! request end to end). Names shared with mshv-node-agent (node labels, device resources,
 //! Kubernetes name checks) live in the `vocab` workspace crate.
 
+// The crate's API is what the wasm exports, the tests and the benchmark use: the entry points
+// (`policy`), the host seam (`cluster::Host`) and the log record it receives (`decision_log`).
+// Everything else is internal.
 pub mod cluster;
-pub mod decision;
+mod decision;
 pub mod decision_log;
-pub mod images;
-pub mod launcher;
-pub mod memory;
-pub mod mutate;
-pub mod pod_doc;
+mod images;
+mod launcher;
+mod memory;
+mod mutate;
+mod pod_doc;
 pub mod policy;
-pub mod quantity;
+mod quantity;
 pub mod record;
-pub mod settings;
+mod settings;
 
 #[cfg(target_arch = "wasm32")]
 mod guest {

@@ -25,15 +25,16 @@ pub mod kubevirt;
 pub mod mshv;
 pub mod pod;
 
-pub use kubevirt::{
-    KubeVirtMemoryConfig, OverheadBreakdown, OverheadModel, OverheadTerm, guest_memory_bytes,
-    kubevirt_overhead, vcpus,
-};
-pub use mshv::{MshvTerms, TermError, TermErrorKind, TermField, mshv_delta};
-pub use pod::{
-    ADDED_ANNOTATION, Applied, KUBEVIRT_OVERHEAD_ANNOTATION, MshvMemoryPlan, ReportIssue,
-    TOTAL_ANNOTATION, apply, plan, plan_with,
-};
+pub use kubevirt::KubeVirtMemoryConfig;
+pub use mshv::MshvTerms;
+pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, TOTAL_ANNOTATION, apply, plan_with};
+// What only the tests name through `memory::`.
+#[cfg(test)]
+use kubevirt::{guest_memory_bytes, kubevirt_overhead, vcpus};
+#[cfg(test)]
+use mshv::mshv_delta;
+#[cfg(test)]
+use pod::{Applied, MshvMemoryPlan, ReportIssue, plan};
 
 #[cfg(test)]
 mod tests;

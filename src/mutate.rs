@@ -15,31 +15,31 @@ use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 /// The Pod has a type the API server would never send at `path` (e.g. `labels` is a string):
 /// the policy leaves such a Pod unchanged rather than overwrite what it does not understand.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShapeError {
+pub struct EditError {
     pub path: String,
 }
 
-impl std::fmt::Display for ShapeError {
+impl std::fmt::Display for EditError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "unexpected Pod shape at {}", self.path)
     }
 }
 
-impl std::error::Error for ShapeError {}
+impl std::error::Error for EditError {}
 
 /// The object at `key` of `parent`, created empty when absent or null.
 fn object_at<'v>(
     parent: &'v mut Map<String, Value>,
     key: &str,
     path: &str,
-) -> Result<&'v mut Map<String, Value>, ShapeError> {
+) -> Result<&'v mut Map<String, Value>, EditError> {
     let slot = parent
         .entry(key.to_string())
         .or_insert_with(|| Value::Object(Map::new()));
     if slot.is_null() {
         *slot = Value::Object(Map::new());
     }
-    slot.as_object_mut().ok_or_else(|| ShapeError {
+    slot.as_object_mut().ok_or_else(|| EditError {
         path: path.to_string(),
     })
 }
@@ -48,8 +48,8 @@ fn object_at<'v>(
 pub fn object_path<'v>(
     root: &'v mut Value,
     keys: &[&str],
-) -> Result<&'v mut Map<String, Value>, ShapeError> {
-    let mut cur = root.as_object_mut().ok_or_else(|| ShapeError {
+) -> Result<&'v mut Map<String, Value>, EditError> {
+    let mut cur = root.as_object_mut().ok_or_else(|| EditError {
         path: "(root)".to_string(),
     })?;
     let mut path = String::new();
@@ -74,7 +74,7 @@ fn set(map: &mut Map<String, Value>, key: &str, value: &str) -> bool {
 
 /// Writes the decision record: labels and annotations `hyperv-layered.io/hypervisor` and
 /// `hyperv-layered.io/reason`. True when the Pod changed.
-pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<bool, ShapeError> {
+pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<bool, EditError> {
     let (hv, why) = (hypervisor.as_str(), reason.as_str());
     let labels = object_path(pod, &["metadata", "labels"])?;
     let labelled = set(labels, HYPERVISOR_KEY, hv) | set(labels, REASON_KEY, why);
@@ -83,10 +83,10 @@ pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result
     Ok(labelled | annotated)
 }
 
-fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, ShapeError> {
+fn compute_container(pod: &mut Value, compute: usize) -> Result<&mut Value, EditError> {
     pod.pointer_mut(&format!("/spec/containers/{compute}"))
         .filter(|c| c.is_object())
-        .ok_or_else(|| ShapeError {
+        .ok_or_else(|| EditError {
             path: format!("spec.containers[{compute}]"),
         })
 }
@@ -102,7 +102,7 @@ pub fn switch_to_mshv(
     kvm_resource: &str,
     mshv_resource: &str,
     hypervisor_arg: &str,
-) -> Result<bool, ShapeError> {
+) -> Result<bool, EditError> {
     let container = compute_container(pod, compute)?;
     let mut changed = false;
     for map in ["limits", "requests"] {
@@ -123,7 +123,7 @@ pub fn add_mshv_device(
     flag: HypervisorFlag,
     mshv_resource: &str,
     hypervisor_arg: &str,
-) -> Result<bool, ShapeError> {
+) -> Result<bool, EditError> {
     let container = compute_container(pod, compute)?;
     let mut changed = false;
     for map in ["limits", "requests"] {
@@ -142,7 +142,7 @@ fn set_hypervisor_flag(
     compute: usize,
     flag: HypervisorFlag,
     hypervisor_arg: &str,
-) -> Result<bool, ShapeError> {
+) -> Result<bool, EditError> {
     let (index, value) = match flag {
         HypervisorFlag::Absent => return Ok(false),
         HypervisorFlag::Separate(i) => (i, hypervisor_arg.to_string()),
@@ -150,7 +150,7 @@ fn set_hypervisor_flag(
     };
     let slot = container
         .pointer_mut(&format!("/command/{index}"))
-        .ok_or_else(|| ShapeError {
+        .ok_or_else(|| EditError {
             path: format!("spec.containers[{compute}].command[{index}]"),
         })?;
     if slot.as_str() == Some(value.as_str()) {
@@ -163,7 +163,7 @@ fn set_hypervisor_flag(
 /// ANDs `{key: <node_label>, operator: In, values: ["true"]}` into every required
 /// nodeSelectorTerm (terms are ORed, so a requirement missing from one term would let the Pod
 /// escape through it), or creates one term when there is none. True when the Pod changed.
-pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, ShapeError> {
+pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, EditError> {
     let requirement = json!({"key": node_label, "operator": "In", "values": ["true"]});
     let selector = object_path(
         pod,
@@ -180,7 +180,7 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, Sha
     if terms.is_null() {
         *terms = Value::Array(Vec::new());
     }
-    let terms = terms.as_array_mut().ok_or_else(|| ShapeError {
+    let terms = terms.as_array_mut().ok_or_else(|| EditError {
         path: "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms".to_string(),
     })?;
     if terms.is_empty() {
@@ -189,7 +189,7 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, Sha
     }
     let mut changed = false;
     for (i, term) in terms.iter_mut().enumerate() {
-        let path = || ShapeError {
+        let path = || EditError {
             path: format!(
                 "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
             ),
@@ -228,7 +228,7 @@ mod tests {
         })
     }
 
-    fn switch(p: &mut Value, flag: HypervisorFlag) -> Result<bool, ShapeError> {
+    fn switch(p: &mut Value, flag: HypervisorFlag) -> Result<bool, EditError> {
         switch_to_mshv(
             p,
             0,

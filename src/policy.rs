@@ -1,4 +1,4 @@
-//! One admission request, end to end: recognise, decide, shape, answer.
+//! One admission request, end to end: recognise, decide, apply the decision, answer.
 //!
 //! The entry point never fails and never panics: whatever the payload, it answers with a
 //! well-formed `ValidationResponse`. Anything it cannot make sense of is accepted unchanged
@@ -19,7 +19,7 @@ use crate::decision::{self, Decision, DeviceEdit, Facts, GateState, Verdict};
 use crate::decision_log::{self, DecisionLog, Level};
 use crate::launcher::{self, Launcher};
 use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
-use crate::mutate::{self, ShapeError};
+use crate::mutate::{self, EditError};
 use crate::pod_doc::PodDoc;
 use crate::record::{Hypervisor, Reason};
 use crate::settings::{GateMode, Settings, SettingsError};
@@ -76,7 +76,7 @@ struct Answer<'a> {
 /// The `ValidationResponse` wire form: the SDK type's fields, in its order, with the mutated
 /// object serialized from the overlay (raw parts of the Pod go out as the request's text).
 #[derive(Serialize)]
-struct Wire<'r, 'a> {
+struct WireResponse<'r, 'a> {
     accepted: bool,
     message: &'r Option<String>,
     code: Option<u16>,
@@ -86,8 +86,8 @@ struct Wire<'r, 'a> {
 }
 
 impl Answer<'_> {
-    fn wire(&self) -> Wire<'_, '_> {
-        Wire {
+    fn wire(&self) -> WireResponse<'_, '_> {
+        WireResponse {
             accepted: self.accepted,
             message: &self.message,
             code: self.code,
@@ -235,7 +235,7 @@ fn answer<'a>(payload: &'a [u8], host: &dyn Host, parse: ParsePod<'a>) -> Answer
     let answer = match decision::decide(&settings, &launcher, &mut facts) {
         Verdict::Unchanged => return accept(Vec::new()),
         Verdict::Reject(m) => reject(m),
-        Verdict::Decided(d) => shape(pod, &launcher, &settings, d, &mut facts),
+        Verdict::Decided(d) => apply_decision(pod, &launcher, &settings, d, &mut facts),
     };
     host.log(&decision_log(
         &launcher,
@@ -355,7 +355,7 @@ fn settings_from(raw: &[u8]) -> Result<Rc<Settings>, SettingsError> {
 /// Applies a decision: memory first (it may still turn the decision into a fallback), then the
 /// Pod edits, then the answer. The edits go to the Pod's view, which holds every part they read
 /// or write.
-fn shape<'a>(
+fn apply_decision<'a>(
     mut pod: PodDoc<'a>,
     launcher: &Launcher,
     settings: &Settings,
@@ -411,12 +411,12 @@ fn edit(
     launcher: &Launcher,
     settings: &Settings,
     d: &Decision,
-) -> Result<bool, ShapeError> {
+) -> Result<bool, EditError> {
     let mut changed = match d.switch {
         None => false,
         Some(DeviceEdit::Replace) => mutate::switch_to_mshv(
             pod,
-            launcher.compute,
+            launcher.compute_index,
             launcher.hypervisor_flag,
             &settings.kvm_device_resource,
             &settings.device_resource,
@@ -424,7 +424,7 @@ fn edit(
         )?,
         Some(DeviceEdit::Add) => mutate::add_mshv_device(
             pod,
-            launcher.compute,
+            launcher.compute_index,
             launcher.hypervisor_flag,
             &settings.device_resource,
             &settings.hypervisor_arg,
@@ -470,12 +470,13 @@ fn add_mshv_memory(
     let plan = memory::plan_with(vmi, kv_config.as_ref(), terms).map_err(|e| as_lookup(&e))?;
     // apply() edits only the annotations and the compute container's resources: compare those
     // rather than a copy of the whole Pod.
-    let resources = format!("/spec/containers/{}/resources", launcher.compute);
+    let resources = format!("/spec/containers/{}/resources", launcher.compute_index);
     let before = (
         pod.pointer("/metadata/annotations").cloned(),
         pod.pointer(&resources).cloned(),
     );
-    let applied = memory::apply(pod, launcher.compute, vmi, &plan).map_err(|e| as_lookup(&e))?;
+    let applied =
+        memory::apply(pod, launcher.compute_index, vmi, &plan).map_err(|e| as_lookup(&e))?;
     let changed = before.0.as_ref() != pod.pointer("/metadata/annotations")
         || before.1.as_ref() != pod.pointer(&resources);
     let warnings = applied

@@ -98,6 +98,7 @@ impl Quantity {
     }
 
     /// The value in nano-units (exact).
+    #[cfg(test)]
     pub const fn nanos(&self) -> i128 {
         self.nanos
     }
@@ -167,16 +168,6 @@ impl Quantity {
     /// Exact sum; `None` on overflow.
     pub fn checked_add(self, rhs: Quantity) -> Option<Quantity> {
         self.nanos.checked_add(rhs.nanos).map(Self::from_nanos)
-    }
-
-    /// Exact difference; `None` on overflow.
-    pub fn checked_sub(self, rhs: Quantity) -> Option<Quantity> {
-        self.nanos.checked_sub(rhs.nanos).map(Self::from_nanos)
-    }
-
-    /// Sum clamped at the `i128` bounds.
-    pub fn saturating_add(self, rhs: Quantity) -> Quantity {
-        Self::from_nanos(self.nanos.saturating_add(rhs.nanos))
     }
 }
 

@@ -19,6 +19,13 @@ pub enum Hypervisor {
 }
 
 impl Hypervisor {
+    /// The value of a record this policy wrote (`None` for anything else).
+    pub fn from_record(value: &str) -> Option<Hypervisor> {
+        [Hypervisor::Kvm, Hypervisor::Mshv]
+            .into_iter()
+            .find(|h| h.as_str() == value)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Hypervisor::Kvm => "kvm",

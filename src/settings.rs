@@ -334,6 +334,7 @@ pub fn schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
     use serde_json::json;
 
     fn err(v: serde_json::Value) -> SettingsError {
@@ -388,83 +389,41 @@ mod tests {
         assert_eq!(t.per_vcpu, 2 << 20);
     }
 
-    #[test]
-    fn every_invalid_field_is_named() {
-        let cases = [
-            (json!({"bogus": 1}), "bogus"),
-            (json!({"gate": {"mode": "sometimes"}}), "gate.mode"),
-            (
-                json!({"gate": {"featureGates": ["Hyper V"]}}),
-                "gate.featureGates[0]",
-            ),
-            (
-                json!({"gate": {"featureGates": "HyperVLayered"}}),
-                "gate.featureGates",
-            ),
-            (json!({"gate": {"extra": true}}), "gate.extra"),
-            (
-                json!({"gate": {"kubevirt": {"namespace": "Kube Virt"}}}),
-                "gate.kubevirt.namespace",
-            ),
-            (
-                json!({"gate": {"kubevirt": {"name": ""}}}),
-                "gate.kubevirt.name",
-            ),
-            (json!({"trustedCreators": []}), "trustedCreators"),
-            (
-                json!({"trustedCreators": ["ok", " "]}),
-                "trustedCreators[1]",
-            ),
-            (json!({"nodeLabel": "Bad Label"}), "nodeLabel"),
-            (json!({"nodeLabel": 7}), "nodeLabel"),
-            (json!({"deviceResource": "mshv"}), "deviceResource"),
-            (
-                json!({"deviceResource": "kubernetes.io/mshv"}),
-                "deviceResource",
-            ),
-            (
-                json!({"kvmDeviceResource": "devices.kubevirt.io/mshv"}),
-                "kvmDeviceResource",
-            ),
-            (
-                json!({"incompatibleResources": ["ok.io/a", "no"]}),
-                "incompatibleResources[1]",
-            ),
-            (json!({"hypervisorArg": ""}), "hypervisorArg"),
-            (json!({"hypervisorArg": "Hyper V"}), "hypervisorArg"),
-            (json!({"perPodHypervisor": "yes"}), "perPodHypervisor"),
-            (json!({"mixedMode": "yes"}), "mixedMode"),
-            (json!({"mixedMode": true}), "launcherImages"),
-            (
-                json!({"mixedMode": true, "perPodHypervisor": true, "launcherImages": ["r.io/l"]}),
-                "mixedMode",
-            ),
-            (json!({"launcherImages": "r.io/l"}), "launcherImages"),
-            (
-                json!({"launcherImages": ["r.io/l", "*"]}),
-                "launcherImages[1]",
-            ),
-            (json!({"requireAllocatable": 1}), "requireAllocatable"),
-            (json!({"onLookupError": "ignore"}), "onLookupError"),
-            (
-                json!({"memoryOverhead": {"mshv": {"fixed": "lots"}}}),
-                "memoryOverhead.mshv.fixed",
-            ),
-            (
-                json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}),
-                "memoryOverhead.mshv.perVcpu",
-            ),
-            (
-                json!({"memoryOverhead": {"mshv": {"guestMemoryPercent": "101"}}}),
-                "memoryOverhead.mshv.guestMemoryPercent",
-            ),
-            (json!({"memoryOverhead": {"kvm": {}}}), "memoryOverhead.kvm"),
-        ];
-        for (v, field) in cases {
-            let e = err(v.clone());
-            assert_eq!(e.field, field, "{v} gave {e}");
-            assert!(e.to_string().contains(field), "{e}");
-        }
+    /// Every invalid value is refused with the dotted path of its field.
+    #[rstest]
+    #[case::bogus(json!({"bogus": 1}), "bogus")]
+    #[case::gate_mode(json!({"gate": {"mode": "sometimes"}}), "gate.mode")]
+    #[case::root(json!({"gate": {"featureGates": ["Hyper V"]}}), "gate.featureGates[0]", )]
+    #[case::root_2(json!({"gate": {"featureGates": "HyperVLayered"}}), "gate.featureGates", )]
+    #[case::gate_extra(json!({"gate": {"extra": true}}), "gate.extra")]
+    #[case::root_3(json!({"gate": {"kubevirt": {"namespace": "Kube Virt"}}}), "gate.kubevirt.namespace", )]
+    #[case::root_4(json!({"gate": {"kubevirt": {"name": ""}}}), "gate.kubevirt.name", )]
+    #[case::trustedcreators(json!({"trustedCreators": []}), "trustedCreators")]
+    #[case::root_5(json!({"trustedCreators": ["ok", " "]}), "trustedCreators[1]", )]
+    #[case::nodelabel(json!({"nodeLabel": "Bad Label"}), "nodeLabel")]
+    #[case::nodelabel_2(json!({"nodeLabel": 7}), "nodeLabel")]
+    #[case::deviceresource(json!({"deviceResource": "mshv"}), "deviceResource")]
+    #[case::root_6(json!({"deviceResource": "kubernetes.io/mshv"}), "deviceResource", )]
+    #[case::root_7(json!({"kvmDeviceResource": "devices.kubevirt.io/mshv"}), "kvmDeviceResource", )]
+    #[case::root_8(json!({"incompatibleResources": ["ok.io/a", "no"]}), "incompatibleResources[1]", )]
+    #[case::hypervisorarg(json!({"hypervisorArg": ""}), "hypervisorArg")]
+    #[case::hypervisorarg_2(json!({"hypervisorArg": "Hyper V"}), "hypervisorArg")]
+    #[case::perpodhypervisor(json!({"perPodHypervisor": "yes"}), "perPodHypervisor")]
+    #[case::mixedmode(json!({"mixedMode": "yes"}), "mixedMode")]
+    #[case::launcherimages(json!({"mixedMode": true}), "launcherImages")]
+    #[case::root_9(json!({"mixedMode": true, "perPodHypervisor": true, "launcherImages": ["r.io/l"]}), "mixedMode", )]
+    #[case::launcherimages_2(json!({"launcherImages": "r.io/l"}), "launcherImages")]
+    #[case::root_10(json!({"launcherImages": ["r.io/l", "*"]}), "launcherImages[1]", )]
+    #[case::requireallocatable(json!({"requireAllocatable": 1}), "requireAllocatable")]
+    #[case::onlookuperror(json!({"onLookupError": "ignore"}), "onLookupError")]
+    #[case::root_11(json!({"memoryOverhead": {"mshv": {"fixed": "lots"}}}), "memoryOverhead.mshv.fixed", )]
+    #[case::root_12(json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}), "memoryOverhead.mshv.perVcpu", )]
+    #[case::root_13(json!({"memoryOverhead": {"mshv": {"guestMemoryPercent": "101"}}}), "memoryOverhead.mshv.guestMemoryPercent", )]
+    #[case::memoryoverhead_kvm(json!({"memoryOverhead": {"kvm": {}}}), "memoryOverhead.kvm")]
+    fn every_invalid_field_is_named(#[case] v: serde_json::Value, #[case] field: &str) {
+        let e = err(v.clone());
+        assert_eq!(e.field, field, "{v} gave {e}");
+        assert!(e.to_string().contains(field), "{e}");
     }
 
     #[test]

@@ -111,7 +111,8 @@ impl OverheadModel {
         })
     }
 
-    /// A short name for logs and docs.
+    /// A short name for the test reports.
+    #[cfg(test)]
     pub fn name(&self) -> &'static str {
         match self {
             OverheadModel::V1_5 => "kubevirt-v1.5",
@@ -443,6 +444,7 @@ pub struct OverheadBreakdown {
 
 impl OverheadBreakdown {
     /// The bytes of the term `name`, if present.
+    #[cfg(test)]
     pub fn term(&self, name: &str) -> Option<i128> {
         self.terms.iter().find(|t| t.name == name).map(|t| t.bytes)
     }
@@ -815,6 +817,7 @@ pub(crate) fn vcpu_count(vmi: &Value) -> Result<u64, MemoryError> {
 /// The vCPU count KubeVirt uses for the overhead: `sockets × cores × threads` (zeros skipped,
 /// uint32 arithmetic) when `spec.domain.cpu` is set, else the CPU limit, else the CPU request
 /// (rounded up), at least 1. A VMI virt-controller could not decode counts as 1.
+#[cfg(test)]
 pub fn vcpus(vmi: &Value) -> u64 {
     vcpu_count(vmi).unwrap_or(1)
 }

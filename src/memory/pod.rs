@@ -54,6 +54,7 @@ pub struct MshvMemoryPlan {
 }
 
 /// [`plan_with`] with a KubeVirt configuration at hand.
+#[cfg(test)]
 pub fn plan(
     vmi: &Value,
     kv: &KubeVirtMemoryConfig,
