@@ -156,7 +156,7 @@ impl Quantity {
     }
 
     /// Bytes for a Pod: rounded up, clamped to `0..=u64::MAX`.
-    pub fn to_u64_saturating(&self) -> u64 {
+    pub fn to_u64_saturating(self) -> u64 {
         let v = self.value_ceil();
         if v <= 0 {
             0
