@@ -79,19 +79,7 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
     if uid.is_empty() {
         return None;
     }
-    // Exactly the VMI as controller owner, and the same VMI the created-by label names: a Pod
-    // copied from a launcher by hand does not keep a matching controller reference.
-    let owner_name = pod
-        .pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
-        .filter(|o| {
-            str_at(o, &["kind"]) == Some("VirtualMachineInstance")
-                && str_at(o, &["apiVersion"]).is_some_and(|a| a.starts_with("kubevirt.io/"))
-                && str_at(o, &["uid"]) == Some(uid)
-        })
-        .and_then(|o| str_at(o, &["name"]))?;
+    let owner_name = controlling_vmi(pod, uid)?;
     let containers = pod.pointer("/spec/containers")?.as_array()?;
     let compute = containers
         .iter()
@@ -113,25 +101,7 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
     }
     .to_string();
 
-    let resources = |map: &str| {
-        container
-            .pointer(&format!("/resources/{map}"))
-            .and_then(Value::as_object)
-    };
-    let requests_resource = |name: &str| {
-        resources("limits").is_some_and(|m| m.contains_key(name))
-            || resources("requests").is_some_and(|m| m.contains_key(name))
-    };
-    let rendered = if requests_resource(&settings.device_resource) {
-        Hypervisor::Mshv
-    } else {
-        Hypervisor::Kvm
-    };
-    let incompatible = settings
-        .incompatible_resources
-        .iter()
-        .find(|r| requests_resource(r))
-        .cloned();
+    let (rendered, incompatible) = devices(container, settings);
 
     // Our own record also says `kvm`; it is only an opt-out when no decision of ours stands
     // beside it (or that decision was itself the opt-out), which keeps re-runs idempotent.
@@ -159,6 +129,47 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
         dedicated_cpus: node_selects(pod, CPU_MANAGER_SELECTOR),
         realtime: node_selects(pod, REALTIME_SELECTOR),
     })
+}
+
+/// The name of the VMI that controls the Pod, when it is exactly the VMI as controller owner
+/// and the same VMI the created-by label names: a Pod copied from a launcher by hand does not
+/// keep a matching controller reference.
+fn controlling_vmi<'v>(pod: &'v Value, uid: &str) -> Option<&'v str> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .filter(|o| {
+            str_at(o, &["kind"]) == Some("VirtualMachineInstance")
+                && str_at(o, &["apiVersion"]).is_some_and(|a| a.starts_with("kubevirt.io/"))
+                && str_at(o, &["uid"]) == Some(uid)
+        })
+        .and_then(|o| str_at(o, &["name"]))
+}
+
+/// What the compute container's device requests say: the hypervisor KubeVirt rendered (mshv
+/// when it requests the mshv device) and the first requested device mshv cannot serve.
+fn devices(container: &Value, settings: &Settings) -> (Hypervisor, Option<String>) {
+    let resources = |map: &str| {
+        container
+            .pointer(&format!("/resources/{map}"))
+            .and_then(Value::as_object)
+    };
+    let requests_resource = |name: &str| {
+        resources("limits").is_some_and(|m| m.contains_key(name))
+            || resources("requests").is_some_and(|m| m.contains_key(name))
+    };
+    let rendered = if requests_resource(&settings.device_resource) {
+        Hypervisor::Mshv
+    } else {
+        Hypervisor::Kvm
+    };
+    let incompatible = settings
+        .incompatible_resources
+        .iter()
+        .find(|r| requests_resource(r))
+        .cloned();
+    (rendered, incompatible)
 }
 
 fn node_selects(pod: &Value, key: &str) -> bool {

@@ -437,28 +437,8 @@ async fn defers_while_virt_handler_serves_mshv_and_registers_when_it_goes() {
 /// crate"): serve the service on a socket of its own, no kubelet, and call `Allocate`.
 #[tokio::test]
 async fn allocate_over_a_socket_without_kubelet() {
-    use mshv_node_agent::device_plugin::service::{MshvDevicePlugin, serve};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_capable_tx, capable) = watch::channel(true);
-    let (_stop_tx, stop) = watch::channel(false);
-    let plugin = MshvDevicePlugin::new(
-        device_plugin::DEFAULT_RESOURCE,
-        1000,
-        "/dev/mshv".into(),
-        capable,
-        stop,
-    );
-    let sock = dir.path().join("p.sock");
-    tokio::spawn(serve(
-        UnixListener::bind(&sock).expect("bind"),
-        plugin,
-        std::future::pending(),
-    ));
-    let mut c = DevicePluginClient::new(
-        connect_unix(&sock, Duration::from_secs(5))
-            .await
-            .expect("dial"),
-    );
+    let mut plugin = common::plugin_socket::serve_plugin(device_plugin::DEFAULT_RESOURCE).await;
+    let c = &mut plugin.client;
     let specs = c
         .allocate(AllocateRequest {
             container_requests: vec![ContainerAllocateRequest {

@@ -10,17 +10,13 @@
 //! unix socket. The container must end up with both `/dev/kvm` (virt-handler chowns it and
 //! adds its cgroup rule, and fails the VM without it) and `/dev/mshv` (the launcher's QEMU).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use mshv_node_agent::device_plugin::api::v1beta1::device_plugin_client::DevicePluginClient;
 use mshv_node_agent::device_plugin::api::v1beta1::{AllocateRequest, ContainerAllocateRequest};
-use mshv_node_agent::device_plugin::registration::connect_unix;
-use mshv_node_agent::device_plugin::service::{MshvDevicePlugin, serve};
 use serde_json::Value;
-use tokio::net::UnixListener;
-use tokio::sync::watch;
 
 fn data(path: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,27 +71,8 @@ fn virt_handler_kvm_node(resource: &str) -> Option<&'static str> {
 }
 
 async fn container_devices(pod: &Value) -> BTreeSet<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_capable_tx, capable) = watch::channel(true);
-    let (_stop_tx, stop) = watch::channel(false);
-    let plugin = MshvDevicePlugin::new(
-        "devices.kubevirt.io/mshv",
-        1000,
-        "/dev/mshv".into(),
-        capable,
-        stop,
-    );
-    let sock = dir.path().join("mshv-node-agent-mshv.sock");
-    tokio::spawn(serve(
-        UnixListener::bind(&sock).expect("bind"),
-        plugin,
-        std::future::pending(),
-    ));
-    let mut agent = DevicePluginClient::new(
-        connect_unix(&sock, Duration::from_secs(5))
-            .await
-            .expect("dial the agent's plugin"),
-    );
+    let mut plugin = common::plugin_socket::serve_plugin("devices.kubevirt.io/mshv").await;
+    let agent = &mut plugin.client;
     let mut devices = BTreeSet::new();
     for resource in device_requests(pod) {
         if resource == "devices.kubevirt.io/mshv" {

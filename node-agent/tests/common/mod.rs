@@ -4,3 +4,4 @@
 pub mod fake_api;
 pub mod fake_kubelet;
 pub mod fake_sys;
+pub mod plugin_socket;
