@@ -85,6 +85,11 @@ impl std::fmt::Display for LookupError {
 
 impl std::error::Error for LookupError {}
 
+/// What the node scan reads. Labels are not listed because they need not be: policy-server's
+/// field masks prune only `spec` and `status` and always return each Node's whole `metadata`
+/// (labels and annotations included: on 1000 AKS-shaped nodes that is most of a 2.5 MB reply),
+/// and the label the scan checks is also the list's label selector. `metadata.name` is listed
+/// for readers of this mask, not because it changes the reply.
 pub const NODE_FIELD_MASKS: [&str; 4] = [
     "metadata.name",
     "spec.unschedulable",

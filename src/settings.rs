@@ -12,14 +12,18 @@ use crate::images;
 use crate::memory::MshvTerms;
 use vocab::names as k8s_names;
 
-/// The service account KubeVirt's virt-controller creates launcher Pods with (kubevirt.md §2).
+/// The service account KubeVirt's virt-controller creates launcher Pods with: the `kubevirt`
+/// namespace and the `kubevirt-controller` ServiceAccount of kubevirt/kubevirt
+/// `pkg/virt-operator/resource/generate/rbac/controller.go`.
 pub const DEFAULT_TRUSTED_CREATOR: &str = "system:serviceaccount:kubevirt:kubevirt-controller";
 /// The label mshv-node-agent sets on nodes it verified (defined once, in the vocab crate the
 /// agent uses too).
 pub const DEFAULT_NODE_LABEL: &str = vocab::CAPABLE_NODE_LABEL;
 pub const DEFAULT_DEVICE_RESOURCE: &str = vocab::MSHV_DEVICE_RESOURCE;
 pub const DEFAULT_KVM_DEVICE_RESOURCE: &str = vocab::KVM_DEVICE_RESOURCE;
-/// The value KubeVirt v1.8+ passes after `--hypervisor` for `/dev/mshv` (kubevirt.md §1).
+/// The value KubeVirt v1.8+ passes after `--hypervisor` for `/dev/mshv`
+/// (kubevirt/kubevirt `pkg/virt-controller/services/template.go:472` at v1.9.0, with
+/// `v1.HyperVDirectHypervisorName`).
 pub const DEFAULT_HYPERVISOR_ARG: &str = "hyperv-direct";
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -162,7 +166,8 @@ impl Default for Gate {
     fn default() -> Self {
         Gate {
             mode: GateMode::default(),
-            // The names the Microsoft fork builds use; upstream never shipped them (kubevirt.md §1).
+            // The names the Microsoft fork builds use; upstream never shipped them (no such gate
+            // in kubevirt/kubevirt `pkg/virt-config/featuregate/active.go` up to v1.9.0).
             feature_gates: vec!["HyperVLayered".to_string(), "HyperVL1VH".to_string()],
             kubevirt: KubeVirtRef::default(),
         }

@@ -81,6 +81,7 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
         return Ok(false);
     };
     let original = request.get("object").cloned().unwrap_or(Value::Null);
+    switched_only_listed_images(&original, &mutated, settings)?;
     let patch = json_patch::diff(&original, &mutated);
     for op in &patch.0 {
         if let json_patch::PatchOperation::Remove(rm) = op {
@@ -100,6 +101,64 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
         prop_assert!(p2.0.is_empty(), "second run patched: {:?}", p2);
     }
     Ok(true)
+}
+
+/// The compute container of a Pod (the policy only ever edits that one).
+fn compute(pod: &Value) -> Option<&Value> {
+    pod.pointer("/spec/containers")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "compute")
+}
+
+/// An independent statement of the `launcherImages` rule (src/images.rs): exact reference, a
+/// repository without tag or digest (any tag or digest of it), or a prefix ending in `*`.
+fn image_listed(settings: &Value, image: &str) -> bool {
+    let Some(list) = settings["launcherImages"].as_array() else {
+        return false;
+    };
+    list.iter()
+        .filter_map(Value::as_str)
+        .any(|p| match p.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => {
+                image == p
+                    || (!p.contains('@')
+                        && !p.rsplit('/').next().unwrap_or(p).contains(':')
+                        && image
+                            .strip_prefix(p)
+                            .is_some_and(|r| r.starts_with(':') || r.starts_with('@')))
+            }
+        })
+        && !image.is_empty()
+}
+
+/// Issue "mshv only for launcher images that can run it": whatever the settings and the Pod,
+/// a launcher whose compute image is not listed is never switched (no mshv device added, no
+/// `--hypervisor` value changed).
+fn switched_only_listed_images(
+    original: &Value,
+    mutated: &Value,
+    settings: &Value,
+) -> Result<(), TestCaseError> {
+    let (Some(before), Some(after)) = (compute(original), compute(mutated)) else {
+        return Ok(());
+    };
+    let mshv = |c: &Value| {
+        ["limits", "requests"]
+            .iter()
+            .any(|m| c["resources"][m].get("devices.kubevirt.io/mshv").is_some())
+    };
+    let switched = (mshv(after) && !mshv(before)) || before["command"] != after["command"];
+    if switched {
+        let image = before["image"].as_str().unwrap_or_default();
+        prop_assert!(
+            image_listed(settings, image),
+            "switched a launcher whose image {image:?} is not in {}",
+            settings["launcherImages"]
+        );
+    }
+    Ok(())
 }
 
 /// What the guest writes (`evaluate_to_bytes`, the overlay writer) is JSON and means exactly

@@ -4,6 +4,7 @@
 //! rolling update must not flap scheduling (uninstall uses `cleanup`).
 
 use std::future::Future;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
@@ -14,8 +15,8 @@ use crate::health::HealthState;
 use crate::labels::{self, Desired, LabelPrefix};
 use crate::metrics::SyncResult;
 use crate::probe::sys::Sys;
-use crate::probe::{Prober, State};
-use crate::publish::Publisher;
+use crate::probe::{ProbeReport, Prober, State};
+use crate::publish::{PublishError, Publisher};
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -132,18 +133,7 @@ pub async fn run<S: Sys>(
     let mut last_state: Option<State> = None;
     let mut last_access: Option<AccessReport> = None;
     let device_node = prober.options().host_root.join("dev/mshv");
-    let target = publisher.target();
-    health.update_status(|s| {
-        s.published.target = target.to_string();
-        s.published.nfd_file = publisher.nfd_path().map(|p| p.display().to_string());
-    });
-    info!(
-        publish = publisher.target(),
-        interval_s = cfg.interval.as_secs_f64(),
-        heartbeat_s = cfg.heartbeat.as_secs_f64(),
-        prefix = %cfg.prefix,
-        "agent started"
-    );
+    announce_start(publisher, cfg, health);
 
     loop {
         let wake = match sync.retry_at() {
@@ -157,37 +147,14 @@ pub async fn run<S: Sys>(
         let now = Instant::now();
 
         if now >= next_probe {
-            let report = prober.probe();
-            health.record_probe(&report);
-            if last_state != Some(report.state) {
-                if let Some(w) = report.hv_build_check.and_then(|c| c.warning()) {
-                    warn!(warning = %w, "hypervisor build");
-                }
-                info!(
-                    state = report.state.as_str(),
-                    capable = report.capable,
-                    partition_type = report.partition_type.as_str(),
-                    errno = report.errno_name.as_deref().unwrap_or("-"),
-                    reason = %report.reason,
-                    "probe state"
-                );
-                last_state = Some(report.state);
-            } else {
-                debug!(
-                    state = report.state.as_str(),
-                    duration_us = report.duration_us,
-                    "probe"
-                );
-            }
-            if report.partition_created_and_closed {
-                error!("the fingerprint ioctl created a partition; its fd was closed at once");
-            }
-            if let Some(policy) = &cfg.device_access {
-                let access = device_access::apply(prober.sys(), &device_node, policy);
-                record_access(health, policy, &access, last_access.as_ref());
-                last_access = Some(access);
-            }
-            desired = Some(labels::desired(&report, &cfg.prefix));
+            desired = Some(probe_tick(
+                prober,
+                cfg,
+                health,
+                &device_node,
+                &mut last_state,
+                &mut last_access,
+            ));
             // Schedule from `now`, not from the old deadline: after a long stall the agent
             // probes once, it does not catch up with a burst.
             next_probe = now + cfg.interval;
@@ -207,41 +174,116 @@ pub async fn run<S: Sys>(
                     r = publisher.publish(want, jiff::Timestamp::now()) => r,
                     () = &mut shutdown => break,
                 };
-                match result {
-                    Ok(()) => {
-                        health.metrics.observe_sync(SyncResult::Applied);
-                        health.update_status(|s| {
-                            s.published.labels.clone_from(&want.labels);
-                            s.published.last_write_at = Some(crate::status::now());
-                            s.published.last_result = Some("applied");
-                        });
-                        info!(
-                            reason = reason.as_str(),
-                            labels = ?want.labels,
-                            "labels published"
-                        );
-                        sync.succeeded(want.clone(), Instant::now());
-                    }
-                    Err(e) => {
-                        health.metrics.observe_sync(SyncResult::Error);
-                        health.update_status(|s| {
-                            s.published.last_result = Some("error");
-                            s.record_error("publish", format!("{e}"));
-                        });
-                        let delay = sync.failed(Instant::now());
-                        warn!(
-                            error = %e,
-                            reason = reason.as_str(),
-                            failures = sync.failures(),
-                            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            "publishing labels failed; will retry"
-                        );
-                    }
-                }
+                record_publish(health, &mut sync, want, reason, result);
             }
         }
     }
     info!("shutting down; labels are left in place (use `cleanup` to remove them)");
+}
+
+/// `/status` names the publication target, and the start is logged.
+fn announce_start(publisher: &Publisher, cfg: &RunConfig, health: &HealthState) {
+    let target = publisher.target();
+    health.update_status(|s| {
+        s.published.target = target.to_string();
+        s.published.nfd_file = publisher.nfd_path().map(|p| p.display().to_string());
+    });
+    info!(
+        publish = publisher.target(),
+        interval_s = cfg.interval.as_secs_f64(),
+        heartbeat_s = cfg.heartbeat.as_secs_f64(),
+        prefix = %cfg.prefix,
+        "agent started"
+    );
+}
+
+/// One probe: records and logs the report, applies the device access policy when one is
+/// set, and returns the labels the report asks for.
+fn probe_tick<S: Sys>(
+    prober: &mut Prober<S>,
+    cfg: &RunConfig,
+    health: &HealthState,
+    device_node: &Path,
+    last_state: &mut Option<State>,
+    last_access: &mut Option<AccessReport>,
+) -> Desired {
+    let report = prober.probe();
+    health.record_probe(&report);
+    log_probe(&report, last_state);
+    if let Some(policy) = &cfg.device_access {
+        let access = device_access::apply(prober.sys(), device_node, policy);
+        record_access(health, policy, &access, last_access.as_ref());
+        *last_access = Some(access);
+    }
+    labels::desired(&report, &cfg.prefix)
+}
+
+/// Logs a probe report: at info level when the state changed, else at debug level.
+fn log_probe(report: &ProbeReport, last_state: &mut Option<State>) {
+    if *last_state != Some(report.state) {
+        if let Some(w) = report.hv_build_check.and_then(|c| c.warning()) {
+            warn!(warning = %w, "hypervisor build");
+        }
+        info!(
+            state = report.state.as_str(),
+            capable = report.capable,
+            partition_type = report.partition_type.as_str(),
+            errno = report.errno_name.as_deref().unwrap_or("-"),
+            reason = %report.reason,
+            "probe state"
+        );
+        *last_state = Some(report.state);
+    } else {
+        debug!(
+            state = report.state.as_str(),
+            duration_us = report.duration_us,
+            "probe"
+        );
+    }
+    if report.partition_created_and_closed {
+        error!("the fingerprint ioctl created a partition; its fd was closed at once");
+    }
+}
+
+/// Metrics, `/status`, the log and the retry bookkeeping for one publication.
+fn record_publish(
+    health: &HealthState,
+    sync: &mut SyncState,
+    want: &Desired,
+    reason: WriteReason,
+    result: Result<(), PublishError>,
+) {
+    match result {
+        Ok(()) => {
+            health.metrics.observe_sync(SyncResult::Applied);
+            health.update_status(|s| {
+                s.published.labels.clone_from(&want.labels);
+                s.published.last_write_at = Some(crate::status::now());
+                s.published.last_result = Some("applied");
+            });
+            info!(
+                reason = reason.as_str(),
+                labels = ?want.labels,
+                "labels published"
+            );
+            sync.succeeded(want.clone(), Instant::now());
+        }
+        Err(e) => {
+            health.metrics.observe_sync(SyncResult::Error);
+            health.update_status(|s| {
+                s.published.last_result = Some("error");
+                s.record_error("publish", format!("{e}"));
+            });
+            let delay = sync.failed(Instant::now());
+            warn!(
+                error = %e,
+                reason = reason.as_str(),
+                failures = sync.failures(),
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "publishing labels failed; will retry"
+            );
+        }
+    }
 }
 
 /// Metrics and `/status` for one device access pass; a log line only when something was

@@ -497,7 +497,22 @@ pub fn kubevirt_overhead(
 ) -> Result<OverheadBreakdown, MemoryError> {
     let model = kv.model;
     let mut t = Terms::new();
+    add_page_tables(&mut t, vmi)?;
+    add_process_terms(&mut t, vmi, model)?;
+    let dedicated_or_guaranteed = add_device_and_feature_terms(&mut t, vmi, kv)?;
+    let ratio = add_ratio_term(&mut t, kv)?;
 
+    // v1.5 added the 100 MiB after the ratio.
+    if dedicated_or_guaranteed && model == OverheadModel::V1_5 {
+        t.add_bytes("dedicatedCpuOrGuaranteedQos", DEDICATED_OR_GUARANTEED)?;
+    }
+
+    add_network_terms(&mut t, vmi, kv)?;
+    into_breakdown(t, ratio, kv)
+}
+
+/// The page tables term.
+fn add_page_tables(t: &mut Terms, vmi: &Value) -> Result<(), MemoryError> {
     // Page tables: NewScaledQuantity(req.ScaledValue(Kilo), Kilo), then Set(Value()/512):
     // the request rounded up to whole kilobytes, times 1000, integer-divided by 512.
     let request = memory_at(vmi, &REQUESTS_MEMORY)?.unwrap_or(Quantity::ZERO);
@@ -507,8 +522,11 @@ pub fn kubevirt_overhead(
         .map(|b| b / PAGE_TABLE_DIVISOR)
         .and_then(Quantity::from_int)
         .ok_or(MemoryError::Overflow { what: "pageTables" })?;
-    t.add("pageTables", page_tables)?;
+    t.add("pageTables", page_tables)
+}
 
+/// The fixed process memory, the vCPUs and the I/O thread.
+fn add_process_terms(t: &mut Terms, vmi: &Value, model: OverheadModel) -> Result<(), MemoryError> {
     // Fixed process memory, "as seen in a random run, rounded up to the nearest MiB".
     t.add_bytes("virtLauncherMonitor", VIRT_LAUNCHER_MONITOR)?;
     t.add_bytes("virtLauncher", VIRT_LAUNCHER)?;
@@ -524,7 +542,18 @@ pub fn kubevirt_overhead(
             .ok_or(MemoryError::Overflow { what: "vcpus" })?,
     )?;
 
-    t.add_bytes("ioThread", IOTHREAD)?;
+    t.add_bytes("ioThread", IOTHREAD)
+}
+
+/// The terms that depend on devices and features of the VMI, up to (not including) the ratio.
+/// Returns whether the VMI has dedicated CPUs or wants the Guaranteed QoS class, whose term
+/// v1.5 adds only after the ratio.
+fn add_device_and_feature_terms(
+    t: &mut Terms,
+    vmi: &Value,
+    kv: &KubeVirtMemoryConfig,
+) -> Result<bool, MemoryError> {
+    let model = kv.model;
 
     // Video RAM unless autoattachGraphicsDevice is explicitly false.
     let graphics = present(
@@ -590,7 +619,11 @@ pub fn kubevirt_overhead(
             t.add("reservedOverhead", added)?;
         }
     }
+    Ok(dedicated_or_guaranteed)
+}
 
+/// The `additionalGuestMemoryOverheadRatio` term; returns the ratio applied.
+fn add_ratio_term(t: &mut Terms, kv: &KubeVirtMemoryConfig) -> Result<Option<f64>, MemoryError> {
     // MultiplyMemory: float64(mem.ScaledValue(Kilo)) * (ratio - 1.0), int64() truncation, in
     // kilobytes. "Multiplying the ratio is expected to be the last calculation". A ratio below
     // 1.0 gives a negative addition, as in Go.
@@ -621,12 +654,15 @@ pub fn kubevirt_overhead(
             })?;
         t.add("additionalGuestMemoryOverheadRatio", q)?;
     }
+    Ok(ratio)
+}
 
-    // v1.5 added the 100 MiB after the ratio.
-    if dedicated_or_guaranteed && model == OverheadModel::V1_5 {
-        t.add_bytes("dedicatedCpuOrGuaranteedQos", DEDICATED_OR_GUARANTEED)?;
-    }
-
+/// The network memory: the passt binding and the network binding plugins.
+fn add_network_terms(
+    t: &mut Terms,
+    vmi: &Value,
+    kv: &KubeVirtMemoryConfig,
+) -> Result<(), MemoryError> {
     // The network memory calculator, last and unscaled (CalculateMemoryOverhead). v1.8+
     // (pkg/network/resources/memory.go:40-42 at v1.8.0 and v1.9.0): 250 MiB once when any
     // interface uses the core passt binding (`passtBinding`, a field that exists only from
@@ -637,7 +673,15 @@ pub fn kubevirt_overhead(
     if let Some(plugins) = network_binding_overhead(vmi, kv)? {
         t.add("networkBindingPlugins", plugins)?;
     }
+    Ok(())
+}
 
+/// The breakdown of the accumulated terms, with their total.
+fn into_breakdown(
+    t: Terms,
+    ratio: Option<f64>,
+    kv: &KubeVirtMemoryConfig,
+) -> Result<OverheadBreakdown, MemoryError> {
     // A ratio below 0 can make KubeVirt's overhead negative; no byte count reports that.
     let total = t.sum.value_ceil();
     if total < 0 {

@@ -146,28 +146,63 @@ pub fn apply(
     vmi: &Value,
     plan: &MshvMemoryPlan,
 ) -> Result<Applied, MemoryError> {
+    let previous = previously_added(pod, vmi)?;
+    let adjustment = i128::from(plan.delta) - i128::from(previous);
+
+    // Compute every new value before touching the Pod.
+    let memory = new_memory_values(pod, compute_index, into_request(vmi), adjustment)?;
+    let report = new_report(pod, plan, adjustment);
+    check_annotations_writable(pod)?;
+
+    write(pod, compute_index, memory, &report, plan.delta)?;
+    Ok(Applied {
+        total: report.total,
+        issues: report.issues,
+    })
+}
+
+/// The delta an earlier [`apply`] recorded in [`ADDED_ANNOTATION`] on the Pod (0 when absent).
+///
+/// Errors when the VMI carries [`ADDED_ANNOTATION`] or the Pod's value does not parse.
+fn previously_added(pod: &Value, vmi: &Value) -> Result<u64, MemoryError> {
     if present(vmi, &["metadata", "annotations", ADDED_ANNOTATION]).is_some() {
         return Err(MemoryError::ReservedAnnotationOnVmi {
             key: ADDED_ANNOTATION,
         });
     }
-    let previous = match present(pod, &["metadata", "annotations", ADDED_ANNOTATION]) {
-        None => 0,
+    match present(pod, &["metadata", "annotations", ADDED_ANNOTATION]) {
+        None => Ok(0),
         Some(v) => byte_count(v).ok_or_else(|| MemoryError::InvalidAnnotation {
             key: ADDED_ANNOTATION,
             value: v.to_string(),
-        })?,
-    };
-    let adjustment = i128::from(plan.delta) - i128::from(previous);
+        }),
+    }
+}
 
+/// Whether the delta goes into the memory request (see the module documentation).
+fn into_request(vmi: &Value) -> bool {
     let hugepages = present(vmi, &["spec", "domain", "memory", "hugepages"]).is_some();
     let overcommit = present(
         vmi,
         &["spec", "domain", "resources", "overcommitGuestOverhead"],
     ) == Some(&Value::Bool(true));
-    let into_request = hugepages || !overcommit;
+    hugepages || !overcommit
+}
 
-    // Compute every new value before touching the Pod.
+/// The compute container's memory values that change; `None` for one that stays as it is.
+struct NewMemory {
+    request: Option<String>,
+    limit: Option<String>,
+}
+
+/// Reads the compute container's memory request and limit and shifts those that take the
+/// delta by `adjustment`. Does not change the Pod.
+fn new_memory_values(
+    pod: &Value,
+    compute_index: usize,
+    into_request: bool,
+    adjustment: i128,
+) -> Result<NewMemory, MemoryError> {
     let base = format!("spec.containers[{compute_index}].resources");
     let container = present(pod, &["spec", "containers"])
         .and_then(Value::as_array)
@@ -218,6 +253,22 @@ pub fn apply(
         }
         _ => None,
     };
+    Ok(NewMemory {
+        request: new_request,
+        limit: new_limit,
+    })
+}
+
+/// The report [`apply`] writes: a new [`KUBEVIRT_OVERHEAD_ANNOTATION`] value when it changes,
+/// the total when it can be had, and what was left out.
+struct NewReport {
+    kubevirt_report: Option<String>,
+    total: Option<u64>,
+    issues: Vec<ReportIssue>,
+}
+
+/// Works out the report. Never errors: what cannot be had is in [`NewReport::issues`].
+fn new_report(pod: &Value, plan: &MshvMemoryPlan, adjustment: i128) -> NewReport {
     // The report. KubeVirt's annotation, when it reads, is KubeVirt's value plus the delta
     // already added (P): its new value, `value + delta − P`, is KubeVirt's value plus the delta,
     // which is the total. Otherwise the recomputed overhead plus the delta.
@@ -271,6 +322,15 @@ pub fn apply(
             None
         }
     };
+    NewReport {
+        kubevirt_report: new_kubevirt_report,
+        total,
+        issues,
+    }
+}
+
+/// Errors unless `metadata` and `metadata.annotations` are objects or absent.
+fn check_annotations_writable(pod: &Value) -> Result<(), MemoryError> {
     // The annotation map must be writable before anything changes.
     if !matches!(present(pod, &["metadata"]), None | Some(Value::Object(_))) {
         return Err(MemoryError::InvalidField {
@@ -287,9 +347,18 @@ pub fn apply(
             expected: "an object",
         });
     }
+    Ok(())
+}
 
-    // Write.
-    if new_request.is_some() || new_limit.is_some() {
+/// Writes the new memory values and the annotations into the Pod.
+fn write(
+    pod: &mut Value,
+    compute_index: usize,
+    memory: NewMemory,
+    report: &NewReport,
+    delta: u64,
+) -> Result<(), MemoryError> {
+    if memory.request.is_some() || memory.limit.is_some() {
         let container = pod
             .get_mut("spec")
             .and_then(|s| s.get_mut("containers"))
@@ -297,25 +366,25 @@ pub fn apply(
             .ok_or(MemoryError::MissingContainer {
                 index: compute_index,
             })?;
-        if let Some(v) = new_request {
+        if let Some(v) = memory.request {
             set_resource(container, "requests", v)?;
         }
-        if let Some(v) = new_limit {
+        if let Some(v) = memory.limit {
             set_resource(container, "limits", v)?;
         }
     }
     let annotations = annotations_mut(pod)?;
-    if let Some(v) = new_kubevirt_report {
-        annotations.insert(KUBEVIRT_OVERHEAD_ANNOTATION.into(), Value::String(v));
+    if let Some(v) = &report.kubevirt_report {
+        annotations.insert(
+            KUBEVIRT_OVERHEAD_ANNOTATION.into(),
+            Value::String(v.clone()),
+        );
     }
-    if let Some(t) = total {
+    if let Some(t) = report.total {
         annotations.insert(TOTAL_ANNOTATION.into(), Value::String(t.to_string()));
     }
-    annotations.insert(
-        ADDED_ANNOTATION.into(),
-        Value::String(plan.delta.to_string()),
-    );
-    Ok(Applied { total, issues })
+    annotations.insert(ADDED_ANNOTATION.into(), Value::String(delta.to_string()));
+    Ok(())
 }
 
 /// A byte count annotation: a string of decimal digits.

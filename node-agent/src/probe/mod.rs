@@ -684,14 +684,39 @@ impl<S: Sys> Prober<S> {
         report: &mut ProbeReport,
     ) {
         let path = root.join("dev/mshv");
-        let device = match self.sys.open(&path) {
+        let Some(device) = self.step_open(&path, ladder) else {
+            return;
+        };
+        let (fingerprint, self_query, cached) = self.run_or_reuse_ioctls(&device, node);
+        // Close /dev/mshv before reporting: nothing below needs it.
+        drop(device);
+
+        let live = self.report_fingerprint(fingerprint, cached, ladder, report);
+        if !live {
+            ladder.skip(
+                StepName::SelfQuery,
+                "not attempted: the fingerprint did not show a live mainline device",
+            );
+            return;
+        }
+        report.uapi = Some(Uapi::Mainline);
+        if !self.opts.self_query {
+            ladder.skip(StepName::SelfQuery, "disabled (--no-self-query)");
+            return;
+        }
+        Self::report_self_query(self_query, cached, ladder, report);
+    }
+
+    /// Opens /dev/mshv read-only; on failure records why and skips the ioctl steps.
+    fn step_open(&self, path: &Path, ladder: &mut Ladder) -> Option<S::Device> {
+        match self.sys.open(path) {
             Ok(d) => {
                 ladder.push(
                     StepName::Open,
                     Outcome::Pass,
                     "opened read-only (O_RDONLY|O_CLOEXEC|O_NONBLOCK)".into(),
                 );
-                d
+                Some(d)
             }
             Err(e) => {
                 let errno = e.raw_os_error();
@@ -717,22 +742,30 @@ impl<S: Sys> Prober<S> {
                 ladder.fail(StepName::Open, state, detail, errno);
                 ladder.skip(StepName::Fingerprint, "not attempted: open failed");
                 ladder.skip(StepName::SelfQuery, "not attempted: open failed");
-                return;
+                None
             }
-        };
+        }
+    }
 
+    /// The fingerprint and self query results: the memo's when it is for this node and young
+    /// enough (`cached` true), else fresh ones, which become the memo.
+    fn run_or_reuse_ioctls(
+        &mut self,
+        device: &S::Device,
+        node: NodeInfo,
+    ) -> (FingerprintRaw, SelfQueryRaw, bool) {
         let identity = (node.major, node.minor, node.ino);
         let now = Instant::now();
         let reusable = self.memo.filter(|m| {
             m.identity == identity
                 && now.saturating_duration_since(m.at) < self.opts.fingerprint_max_age
         });
-        let (fingerprint, self_query, cached) = match reusable {
+        match reusable {
             Some(m) => (m.fingerprint, m.self_query, true),
             None => {
-                let fp = run_fingerprint(&device);
+                let fp = run_fingerprint(device);
                 let sq = if self.opts.self_query && fp == FingerprintRaw::Errno(libc::EINVAL) {
-                    run_self_query(&device)
+                    run_self_query(device)
                 } else {
                     SelfQueryRaw::NotRun
                 };
@@ -744,23 +777,16 @@ impl<S: Sys> Prober<S> {
                 });
                 (fp, sq, false)
             }
-        };
-        // Close /dev/mshv before reporting: nothing below needs it.
-        drop(device);
+        }
+    }
 
-        let live = self.report_fingerprint(fingerprint, cached, ladder, report);
-        if !live {
-            ladder.skip(
-                StepName::SelfQuery,
-                "not attempted: the fingerprint did not show a live mainline device",
-            );
-            return;
-        }
-        report.uapi = Some(Uapi::Mainline);
-        if !self.opts.self_query {
-            ladder.skip(StepName::SelfQuery, "disabled (--no-self-query)");
-            return;
-        }
+    /// Records the self query row on a live mainline device.
+    fn report_self_query(
+        self_query: SelfQueryRaw,
+        cached: bool,
+        ladder: &mut Ladder,
+        report: &mut ProbeReport,
+    ) {
         match self_query {
             SelfQueryRaw::NotRun => ladder.skip(StepName::SelfQuery, "not run"),
             SelfQueryRaw::Value(v) => {
