@@ -170,6 +170,84 @@ fn main() {
 
     print_table(&knobs, &rows);
     print_modules(&root, policy.as_ref().ok(), floor.as_ref().ok());
+    print_overlay(&root, &knobs);
+}
+
+/// A native host that answers every list with one fixed node list (what the full-path
+/// scenario's session answers), and drops the log.
+struct FixedNodes(Vec<u8>);
+
+impl hyperv_layered::cluster::Host for FixedNodes {
+    fn call(&self, _operation: &str, _request: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Does the Pod overlay (src/pod_doc.rs) still pay? The same native entry point with the Pod
+/// parsed into the overlay and parsed whole, alternating, on the full mshv path.
+fn print_overlay(root: &Path, knobs: &Knobs) {
+    let read = |p: &str| std::fs::read_to_string(root.join(p));
+    let (Ok(request), Ok(nodes)) = (
+        read("tests/data/launcher-v1.8-kvm.json"),
+        read("tests/data/sessions/nodes-capable.yml"),
+    ) else {
+        println!("overlay vs whole-Value parse: skipped (fixtures missing)");
+        return;
+    };
+    // The reply payload is the quoted JSON after `payload: '` in the session file.
+    let Some(reply) = nodes
+        .split("payload: '")
+        .nth(1)
+        .and_then(|r| r.rsplit_once('\'').map(|(body, _)| body.replace("''", "'")))
+    else {
+        println!("overlay vs whole-Value parse: skipped (no payload in the session)");
+        return;
+    };
+    let settings = r#"{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}"#;
+    let payload = format!(r#"{{"request":{request},"settings":{settings}}}"#);
+    let host = FixedNodes(reply.into_bytes());
+    let overlay = || hyperv_layered::policy::evaluate_to_bytes(payload.as_bytes(), &host);
+    let whole = || {
+        serde_json::to_vec(&hyperv_layered::policy::evaluate_whole_pod(
+            payload.as_bytes(),
+            &host,
+        ))
+        .unwrap_or_default()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < knobs.iters {
+        for _ in 0..knobs.block {
+            let t = Instant::now();
+            std::hint::black_box(overlay());
+            a.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(whole());
+            b.push(t.elapsed());
+        }
+        done += knobs.block;
+    }
+    let (sa, sb) = (stats(&mut a), stats(&mut b));
+    println!();
+    println!(
+        "Pod overlay vs whole-Value parse (native, full mshv path, {done} calls each, alternating)"
+    );
+    println!("| parse | median | p99 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| overlay (src/pod_doc.rs) | {} | {} |",
+        fmt_dur(sa.median),
+        fmt_dur(sa.p99)
+    );
+    println!(
+        "| whole `Value` | {} | {} |",
+        fmt_dur(sb.median),
+        fmt_dur(sb.p99)
+    );
+    println!(
+        "overlay / whole (median): {:.2}x",
+        sa.median.as_secs_f64() / sb.median.as_secs_f64().max(f64::MIN_POSITIVE)
+    );
 }
 
 fn first_line(s: &str) -> &str {
