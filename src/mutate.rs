@@ -104,12 +104,9 @@ pub fn switch_to_mshv(
     hypervisor_arg: &str,
 ) -> Result<bool, EditError> {
     let container = compute_container(pod, compute)?;
-    let mut changed = false;
-    for map in ["limits", "requests"] {
-        let resources = object_path(container, &["resources", map])?;
-        changed |= resources.remove(kvm_resource).is_some();
-        changed |= set(resources, mshv_resource, "1");
-    }
+    let changed = edit_resource_maps(container, |resources| {
+        resources.remove(kvm_resource).is_some() | set(resources, mshv_resource, "1")
+    })?;
     Ok(set_hypervisor_flag(container, compute, flag, hypervisor_arg)? | changed)
 }
 
@@ -125,15 +122,21 @@ pub fn add_mshv_device(
     hypervisor_arg: &str,
 ) -> Result<bool, EditError> {
     let container = compute_container(pod, compute)?;
+    let changed = edit_resource_maps(container, |resources| set(resources, mshv_resource, "1"))?;
+    Ok(set_hypervisor_flag(container, compute, flag, hypervisor_arg)? | changed)
+}
+
+/// Runs `edit` on both resource maps of a container, `limits` and `requests` (created when
+/// missing): the API server demands they agree on extended resources. True when either changed.
+fn edit_resource_maps(
+    container: &mut Value,
+    mut edit: impl FnMut(&mut Map<String, Value>) -> bool,
+) -> Result<bool, EditError> {
     let mut changed = false;
     for map in ["limits", "requests"] {
-        changed |= set(
-            object_path(container, &["resources", map])?,
-            mshv_resource,
-            "1",
-        );
+        changed |= edit(object_path(container, &["resources", map])?);
     }
-    Ok(set_hypervisor_flag(container, compute, flag, hypervisor_arg)? | changed)
+    Ok(changed)
 }
 
 /// Sets the value of the launcher's `--hypervisor` flag, when it takes one.
