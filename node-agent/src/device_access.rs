@@ -62,8 +62,9 @@ impl AccessResult {
     }
 }
 
-/// What one pass did, for logs, metrics, `/status` and `probe`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What one pass did, for logs, metrics, `/status` and `probe`. The default is "nothing read,
+/// nothing done".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct AccessReport {
     /// `None` when the node is absent (nothing to do, nothing counted).
     pub result: Option<AccessResult>,
@@ -126,14 +127,8 @@ pub fn apply<S: Sys>(sys: &S, path: &Path, policy: &AccessPolicy) -> AccessRepor
         Ok(a) => a,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return AccessReport {
-                result: None,
                 detail: format!("{} is absent: nothing to change", path.display()),
-                mode: None,
-                uid: None,
-                gid: None,
-                accessible: false,
-                errno_name: None,
-                inode: None,
+                ..AccessReport::default()
             };
         }
         Err(e) => return failed(path, None, "stat", &e),
@@ -204,16 +199,7 @@ fn failed(path: &Path, before: Option<&FileAccess>, op: &str, e: &std::io::Error
         .raw_os_error()
         .map(errno_name)
         .unwrap_or_else(|| e.kind().to_string());
-    let base = before.map(report_of).unwrap_or(AccessReport {
-        result: None,
-        detail: String::new(),
-        mode: None,
-        uid: None,
-        gid: None,
-        accessible: false,
-        errno_name: None,
-        inode: None,
-    });
+    let base = before.map(report_of).unwrap_or_default();
     AccessReport {
         result: Some(AccessResult::Error),
         detail: format!("not applied: {op} {}: {name}", path.display()),
