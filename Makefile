@@ -4,7 +4,11 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/hyperv_layered.wasm
 FLOOR_WASM := $(TARGET_DIR)/wasm32-wasip1/release/floor_policy.wasm
-SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+# Every input of each module (a stale module would make `make test` test old code); the test
+# harness reads these two lines too, so the Makefile and the freshness check cannot disagree.
+POLICY_INPUTS := src vocab/src vocab/Cargo.toml Cargo.toml Cargo.lock
+FLOOR_INPUTS := bench/floor-policy/src bench/floor-policy/Cargo.toml Cargo.toml Cargo.lock
+inputs = $(shell find $(1) -type f)
 # Cases for the native fuzz run (proptest); CI and `make fuzz` use at least 100000.
 FUZZ_CASES ?= 100000
 WASM_FUZZ_CASES ?= 3000
@@ -44,11 +48,11 @@ build: policy.wasm floor.wasm
 	cargo build --locked --release -p mshv-node-agent
 	cargo build --locked -q --example evaluate
 
-policy.wasm: $(SOURCES)
+policy.wasm: $(call inputs,$(POLICY_INPUTS))
 	cargo build --locked --target=wasm32-wasip1 --release -p hyperv-layered --lib
 	cp $(WASM) policy.wasm
 
-floor.wasm: bench/floor-policy/src/lib.rs bench/floor-policy/Cargo.toml Cargo.toml Cargo.lock
+floor.wasm: $(call inputs,$(FLOOR_INPUTS))
 	cargo build --locked --target=wasm32-wasip1 --release -p floor-policy
 	cp $(FLOOR_WASM) floor.wasm
 

@@ -517,3 +517,50 @@ fn floor_policy_contract() {
         "{err}"
     );
 }
+
+/// Every input of the policy module is in the freshness check's list: the crate's sources, its
+/// manifests and the sources and manifest of each path dependency (`vocab`). A new path
+/// dependency that the list forgets fails here instead of leaving `policy.wasm` silently stale.
+#[test]
+fn the_freshness_check_covers_every_module_input() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inputs = harness::module_inputs("POLICY_INPUTS").unwrap();
+    let manifest: toml_like::Manifest = toml_like::read(&root.join("Cargo.toml"));
+    let mut wanted = vec![
+        root.join("src"),
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+    ];
+    for dep in manifest.path_dependencies {
+        wanted.push(root.join(&dep).join("src"));
+        wanted.push(root.join(&dep).join("Cargo.toml"));
+    }
+    for w in wanted {
+        assert!(inputs.contains(&w), "POLICY_INPUTS misses {}", w.display());
+    }
+}
+
+/// Just enough of Cargo.toml for the test above: `path = "..."` of `[dependencies]` entries.
+mod toml_like {
+    pub struct Manifest {
+        pub path_dependencies: Vec<String>,
+    }
+
+    pub fn read(path: &std::path::Path) -> Manifest {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut in_deps = false;
+        let mut path_dependencies = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_deps = line == "[dependencies]";
+                continue;
+            }
+            if in_deps && let Some(rest) = line.split("path = \"").nth(1) {
+                path_dependencies.push(rest.split('"').next().unwrap().to_string());
+            }
+        }
+        assert!(!path_dependencies.is_empty(), "no path dependency found");
+        Manifest { path_dependencies }
+    }
+}

@@ -163,7 +163,7 @@ impl Policy {
     pub fn release() -> Result<Self> {
         let path = policy_wasm_path();
         if std::env::var_os("HYPERV_LAYERED_WASM").is_none() {
-            ensure_fresh(&path, &[repo_root().join("src")])?;
+            ensure_fresh(&path, &module_inputs("POLICY_INPUTS")?)?;
         }
         let policy = Self::load(&path)?;
         let metadata = repo_root().join("metadata.yml");
@@ -178,7 +178,7 @@ impl Policy {
     /// The floor policy's release module.
     pub fn floor() -> Result<Self> {
         let path = floor_wasm_path();
-        ensure_fresh(&path, &[repo_root().join("bench/floor-policy/src")])?;
+        ensure_fresh(&path, &module_inputs("FLOOR_INPUTS")?)?;
         Self::load(&path)
     }
 
@@ -484,6 +484,23 @@ impl Outcome {
 }
 
 /// Refuses a module older than any file under `sources`.
+/// A module's inputs as the Makefile lists them (`POLICY_INPUTS := ...`): files and folders,
+/// relative to the repository root. One list, so a change to `vocab/` or a manifest can never
+/// leave a stale module that the tests then run silently.
+pub fn module_inputs(variable: &str) -> Result<Vec<PathBuf>> {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile"))
+        .context("cannot read the Makefile")?;
+    let prefix = format!("{variable} :=");
+    let line = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .with_context(|| format!("the Makefile has no `{prefix}` line"))?;
+    Ok(line
+        .split_whitespace()
+        .map(|p| repo_root().join(p))
+        .collect())
+}
+
 fn ensure_fresh(wasm: &Path, sources: &[PathBuf]) -> Result<()> {
     if std::env::var_os("HYPERV_LAYERED_ALLOW_STALE_WASM").is_some() {
         return Ok(());

@@ -18,12 +18,19 @@ pub const CAPABLE: &str = "capable";
 pub const PARTITION_TYPE: &str = "partition-type";
 pub const HV_BUILD: &str = "hv-build";
 pub const UAPI: &str = "uapi";
+/// `true` once a tiny guest really ran on `/dev/mshv` on this node (`probe --run-guest`, the
+/// agent's guest verification), `false` when that run failed; absent until one was tried.
+/// `capable` keeps its meaning (the device answered the fingerprint ioctl).
+pub const GUEST_VERIFIED: &str = "guest-verified";
 /// The agent's diagnostic annotation (state, errno, kernel, heartbeat).
 pub const PROBE: &str = "probe";
 
 /// `<NODE_LABEL_PREFIX><CAPABLE>`: set to `true` by the agent on verified nodes; the policy's
 /// default `nodeLabel`. (A literal because `concat!` takes no constants; a test keeps it equal.)
 pub const CAPABLE_NODE_LABEL: &str = "mshv.node.hyperv-layered.io/capable";
+/// `<NODE_LABEL_PREFIX><GUEST_VERIFIED>`: an operator who wants the policy to require a guest
+/// that really ran sets the policy's `nodeLabel` to this.
+pub const GUEST_VERIFIED_NODE_LABEL: &str = "mshv.node.hyperv-layered.io/guest-verified";
 
 /// The extended resource for `/dev/mshv`: KubeVirt's own name (virt-handler serves it in
 /// hyperv-direct mode: kubevirt/kubevirt `pkg/virt-handler/device-manager/generic_device.go`,
@@ -39,7 +46,11 @@ mod tests {
     #[test]
     fn the_capable_label_is_prefix_plus_name_and_valid() {
         assert_eq!(CAPABLE_NODE_LABEL, format!("{NODE_LABEL_PREFIX}{CAPABLE}"));
-        for name in [CAPABLE, PARTITION_TYPE, HV_BUILD, UAPI, PROBE] {
+        assert_eq!(
+            GUEST_VERIFIED_NODE_LABEL,
+            format!("{NODE_LABEL_PREFIX}{GUEST_VERIFIED}")
+        );
+        for name in [CAPABLE, PARTITION_TYPE, HV_BUILD, UAPI, GUEST_VERIFIED, PROBE] {
             names::check_label_key(&format!("{NODE_LABEL_PREFIX}{name}")).unwrap();
         }
         for r in [MSHV_DEVICE_RESOURCE, KVM_DEVICE_RESOURCE] {
