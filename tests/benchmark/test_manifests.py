@@ -148,6 +148,10 @@ class Workload(unittest.TestCase):
             subprocess.run(["bash", path], env=env, check=True, timeout=120)
             with open(os.path.join(tmp, "console")) as f:
                 lines = f.read().splitlines()
+            # and scripts/compare-vms.sh reads it (the same run on both sides: ratio 1)
+            table = subprocess.run([os.path.join(ROOT, "scripts", "compare-vms.sh"), "table",
+                                    os.path.join(tmp, "console"), os.path.join(tmp, "console")],
+                                   check=True, stdout=subprocess.PIPE, text=True).stdout
             self.assertFalse(os.path.exists(os.path.join(tmp, "hvl-bench.img")), "disk file left behind")
         self.assertEqual(len(lines), 1, lines)
         tokens = lines[0].split()
@@ -158,6 +162,8 @@ class Workload(unittest.TestCase):
         for k in ("boot_s", "cpu_sha256_mbps", "mem_fill_mbps", "disk_write_mbps", "disk_read_mbps"):
             with self.subTest(field=k):
                 self.assertGreater(float(fields[k]), 0)  # a number: every tool ran here
+        cpu_row = [r for r in table.splitlines() if r.startswith("cpu sha256 ")]
+        self.assertEqual(cpu_row[0].split()[-2:], ["1.00", "1.00x"], table)
 
 
 if __name__ == "__main__":
