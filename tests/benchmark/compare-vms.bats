@@ -70,3 +70,34 @@ row() { # row METRIC: the table line of a metric, squeezed to single spaces
   [ "$status" -ne 0 ]
   [[ "$output" == *"unknown argument --bogus"* ]]
 }
+
+# The cluster path against fake kubectl/virtctl (tests/benchmark/fake): what it calls, in order.
+@test "cluster: applies, pins the node, starts both, collects logs and Pods, prints the table, stops" {
+  export FAKE_CALLS="$BATS_TEST_TMPDIR/calls"
+  PATH="$BATS_TEST_DIRNAME/fake:$PATH" run "$cmp" -n bench --node node-a --out "$BATS_TEST_TMPDIR/out" --timeout 30
+  [ "$status" -eq 0 ]
+  [ "$(row 'time to Ready')" = "time to Ready s lower 40 32 0.80 1.25x" ]
+  [ -s "$BATS_TEST_TMPDIR/out/hvl-bench-kvm.console.log" ]
+  [ -s "$BATS_TEST_TMPDIR/out/hvl-bench-mshv.pod.json" ]
+  grep -qx "kubectl -n bench apply -f $root/deploy/benchmark/" "$FAKE_CALLS"
+  grep -q '^kubectl -n bench patch vm hvl-bench-mshv --type json .*"kubernetes.io/hostname":"node-a"' "$FAKE_CALLS"
+  grep -qx "virtctl -n bench start hvl-bench-kvm" "$FAKE_CALLS"
+  grep -qx "virtctl -n bench start hvl-bench-mshv" "$FAKE_CALLS"
+  grep -qx "kubectl -n bench logs virt-launcher-mshv -c guest-console-log" "$FAKE_CALLS"
+  grep -qx "virtctl -n bench stop hvl-bench-mshv" "$FAKE_CALLS"
+}
+
+@test "cluster: --keep leaves the VMs running" {
+  export FAKE_CALLS="$BATS_TEST_TMPDIR/calls"
+  PATH="$BATS_TEST_DIRNAME/fake:$PATH" run "$cmp" --keep --out "$BATS_TEST_TMPDIR/out"
+  [ "$status" -eq 0 ]
+  ! grep -q " stop " "$FAKE_CALLS"
+}
+
+@test "cluster: a VM that prints no result times out with its log's path, and the VMs are stopped" {
+  export FAKE_CALLS="$BATS_TEST_TMPDIR/calls" FAKE_NO_RESULT=mshv
+  PATH="$BATS_TEST_DIRNAME/fake:$PATH" run "$cmp" --timeout 0 --out "$BATS_TEST_TMPDIR/out"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"no result from hvl-bench-mshv within 0s"*"$BATS_TEST_TMPDIR/out/hvl-bench-mshv.console.log"* ]]
+  grep -qx "virtctl stop hvl-bench-kvm" "$FAKE_CALLS"
+}
