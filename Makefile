@@ -74,6 +74,7 @@ probe:
 test: policy.wasm floor.wasm
 	cargo nextest run --workspace --no-fail-fast
 	tests/prometheus/run.sh
+	tests/benchmark/run.sh
 	$(MAKE) -s e2e-tests-if-kwctl
 	$(MAKE) -s oci-tests-if-tools
 	$(MAKE) -s policy-server-tests-if-policy-server

@@ -305,6 +305,13 @@ KNOWN_RAW = {
     "mshv_node_agent_device_plugin_healthy_devices",
     "mshv_node_agent_device_access_total",
     "mshv_node_agent_device_plugin_registrations_total",
+    # speed-up (issue 17): the agent's last bench and guest-run verification
+    "mshv_node_agent_bench_seconds",
+    "mshv_node_agent_bench_guest_compute_ratio",
+    "mshv_node_agent_bench_last_run_timestamp_seconds",
+    "mshv_node_agent_bench_runs_total",
+    "mshv_node_agent_guest_verified",
+    "mshv_node_agent_guest_verifications_total",
     "kube_node_status_allocatable",
     "kube_node_labels",
 }
