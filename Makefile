@@ -29,6 +29,11 @@ setup:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "not installed:" $$missing "(e2e.bats needs bats and jq; tests/oci.bats also curl, docker-registry, buildah, skopeo)"; fi; \
 	fi
+	@# tests/benchmark validates deploy/benchmark against KubeVirt's CRD schema with PyYAML and
+	@# jsonschema: from PyPI when the machine's python3 lacks them.
+	@python3 -c 'import yaml, jsonschema' 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check pyyaml jsonschema || \
+	  { command -v apt-get >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml python3-jsonschema >/dev/null; }
 	@# promtool (tests/prometheus) comes in Debian's `prometheus` package; the web UI's JS
 	@# libraries it recommends are not needed.
 	@if ! command -v promtool >/dev/null 2>&1; then \
