@@ -366,7 +366,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let interval = args.interval.0;
     if let Some(hb) = args.heartbeat {
         warn!(
-            heartbeat = %format!("{:?}", hb.0),
+            heartbeat = ?hb.0,
             "--heartbeat is deprecated and ignored: the Node is written only when the probe result changes; liveness is the Lease (--lease-renew-interval), the NFD file has --nfd-refresh"
         );
     }

@@ -527,7 +527,15 @@ async fn lease_renewal_never_exits_while_the_api_fails() {
     let text = health.metrics.encode().expect("metrics");
     // Present but 0: an alert on its age fires for an agent that never renewed.
     assert!(
-        text.contains("mshv_node_agent_lease_last_renewal_timestamp_seconds 0"),
+        text.contains("\nmshv_node_agent_lease_last_renewal_timestamp_seconds"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "mshv_node_agent_lease_last_renewal_timestamp_seconds"
+        ),
+        0.0,
         "{text}"
     );
 }

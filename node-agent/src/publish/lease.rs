@@ -49,9 +49,14 @@ const MAX_NAME: usize = 253;
 /// the prefixed name is cut to 253 (and trailing dots/dashes trimmed to stay valid); two
 /// nodes whose names agree in their first 237 characters would share a Lease.
 pub fn lease_name(node: &str) -> String {
-    let mut name = format!("{NAME_PREFIX}{node}");
-    name.truncate(MAX_NAME);
-    name.trim_end_matches(['.', '-']).to_string()
+    let full = format!("{NAME_PREFIX}{node}");
+    // Cut on a character boundary: a node name is ASCII, but this must not panic on
+    // whatever `--node-name` says.
+    let mut end = full.len().min(MAX_NAME);
+    while !full.is_char_boundary(end) {
+        end -= 1;
+    }
+    full[..end].trim_end_matches(['.', '-']).to_string()
 }
 
 /// Everything the renewal loop needs to know (from the command line).
@@ -156,7 +161,8 @@ impl LeaseRenewer {
     /// while unknown; a failed lookup does not hold up the renewal.
     pub async fn renew(&mut self, now: jiff::Timestamp) -> Result<(), PublishError> {
         if self.node_uid.is_none() {
-            match self.timed(self.nodes.get(&self.cfg.node)).await {
+            let got = self.timed(self.nodes.get(&self.cfg.node)).await;
+            match got {
                 Ok(node) => self.node_uid = node.metadata.uid,
                 Err(e) => {
                     warn!(error = %e, "reading the Node's uid for the Lease owner failed; renewing without it")
