@@ -300,12 +300,13 @@ impl Metrics {
 
     /// The Lease task started: both Lease series exist from now on (0 renewals, time 0).
     pub fn lease_enabled(&self) {
+        // `get_or_create` makes the series; its guard is released at once.
         for result in ["ok", "error"] {
-            self.lease_renewals.get_or_create(&ResultLabel {
+            drop(self.lease_renewals.get_or_create(&ResultLabel {
                 result: result.to_string(),
-            });
+            }));
         }
-        self.lease_last_renewal.get_or_create(&Vec::new());
+        drop(self.lease_last_renewal.get_or_create(&Vec::new()));
     }
 
     /// One renewal attempt; `unix_seconds` is recorded only for a successful one.

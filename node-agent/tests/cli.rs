@@ -451,10 +451,9 @@ fn run_rejects_a_lease_shorter_than_its_renew_interval() {
     );
     let mut agent = agent;
     assert!(
-        wait_until(Duration::from_secs(20), || agent
-            .lines()
-            .iter()
-            .any(|l| l.contains("--lease-duration") && l.contains("must be longer"))),
+        wait_until(Duration::from_secs(20), || agent.lines().iter().any(|l| l
+            .contains("--lease-duration")
+            && l.contains("must be longer"))),
         "{:#?}",
         agent.lines()
     );

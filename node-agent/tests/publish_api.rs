@@ -378,7 +378,10 @@ async fn an_idle_node_gets_no_node_writes_while_the_lease_is_renewed() {
         .lease("agents", "mshv-node-agent-node-a")
         .expect("the Lease exists");
     assert_eq!(l["spec"]["holderIdentity"], "mshv-node-agent-abcde");
-    assert_eq!(l["spec"]["leaseDurationSeconds"], 1, "80 ms rounds up to 1 s");
+    assert_eq!(
+        l["spec"]["leaseDurationSeconds"], 1,
+        "80 ms rounds up to 1 s"
+    );
     assert_eq!(l["metadata"]["ownerReferences"][0]["uid"], NODE_UID);
     assert_eq!(l["metadata"]["ownerReferences"][0]["kind"], "Node");
     // renewTime moves, acquireTime stays.
@@ -393,13 +396,13 @@ async fn an_idle_node_gets_no_node_writes_while_the_lease_is_renewed() {
     assert_ne!(first["renewTime"], last["renewTime"]);
 
     let text = health.metrics.encode().expect("metrics");
-    let ok = metric(
-        &text,
-        "mshv_node_agent_lease_renewals_total{result=\"ok\"}",
-    );
+    let ok = metric(&text, "mshv_node_agent_lease_renewals_total{result=\"ok\"}");
     // A renewal in flight at shutdown may be answered after the agent stopped listening.
     let answered = api.lease_renewals() as f64;
-    assert!(ok >= 5.0 && ok <= answered && ok >= answered - 1.0, "{text}");
+    assert!(
+        ok >= 5.0 && ok <= answered && ok >= answered - 1.0,
+        "{text}"
+    );
     assert_eq!(
         metric(
             &text,
@@ -442,7 +445,10 @@ async fn lease_renewal_retries_500_409_and_timeouts_with_growing_backoff() {
     let health = HealthState::new(Metrics::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let driver = async {
-        assert!(wait_for(|| api.lease_renewals() >= 1).await, "never renewed");
+        assert!(
+            wait_for(|| api.lease_renewals() >= 1).await,
+            "never renewed"
+        );
         let _ = tx.send(());
     };
     tokio::join!(
@@ -474,10 +480,7 @@ async fn lease_renewal_retries_500_409_and_timeouts_with_growing_backoff() {
         "{text}"
     );
     assert_eq!(
-        metric(
-            &text,
-            "mshv_node_agent_lease_renewals_total{result=\"ok\"}"
-        ),
+        metric(&text, "mshv_node_agent_lease_renewals_total{result=\"ok\"}"),
         1.0,
         "{text}"
     );

@@ -191,10 +191,7 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     let cfg = renewer.config().clone();
-    let mut backoff = Backoff::new(
-        cfg.backoff_base,
-        cfg.backoff_cap.min(cfg.renew_interval),
-    );
+    let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap.min(cfg.renew_interval));
     health.metrics.lease_enabled();
     health.update_status(|s| s.lease = Some(crate::status::LeaseStatus::new(&cfg)));
     info!(
@@ -304,10 +301,18 @@ mod tests {
             n.len() <= MAX_NAME
                 && n.bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
-                && n.bytes().next_back().is_some_and(|c| c.is_ascii_alphanumeric())
+                && n.bytes()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
         };
         for node in [
-            format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)),
+            format!(
+                "{}.{}.{}.{}",
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61)
+            ),
             format!("{}.{}", "a".repeat(236), "b".repeat(16)),
             format!("{}-{}", "a".repeat(236), "b".repeat(16)),
         ] {

@@ -270,7 +270,9 @@ fn lease_apply(
     problems: &mut Vec<String>,
 ) -> (u16, Value) {
     if query.get("fieldManager").map(String::as_str) != Some(FIELD_MANAGER) {
-        problems.push(format!("lease apply without fieldManager={FIELD_MANAGER}: {query:?}"));
+        problems.push(format!(
+            "lease apply without fieldManager={FIELD_MANAGER}: {query:?}"
+        ));
     }
     if query.get("force").map(String::as_str) != Some("true") {
         problems.push(format!("lease apply without force=true: {query:?}"));
@@ -280,7 +282,9 @@ fn lease_apply(
         return (400, status_body(400, "not JSON"));
     };
     if b["apiVersion"] != "coordination.k8s.io/v1" || b["kind"] != "Lease" {
-        problems.push(format!("lease apply body is not a coordination.k8s.io/v1 Lease: {b}"));
+        problems.push(format!(
+            "lease apply body is not a coordination.k8s.io/v1 Lease: {b}"
+        ));
     }
     if b["metadata"]["name"] != json!(key.1) || b["metadata"]["namespace"] != json!(key.0) {
         problems.push(format!(
@@ -289,11 +293,16 @@ fn lease_apply(
         ));
     }
     let spec = &b["spec"];
-    if !spec["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()) {
+    if !spec["holderIdentity"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty())
+    {
         problems.push(format!("lease without holderIdentity: {spec}"));
     }
     if !spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d > 0) {
-        problems.push(format!("lease without a positive leaseDurationSeconds: {spec}"));
+        problems.push(format!(
+            "lease without a positive leaseDurationSeconds: {spec}"
+        ));
     }
     if !is_micro_time(&spec["renewTime"]) {
         problems.push(format!("lease renewTime is not a MicroTime: {spec}"));
@@ -307,7 +316,9 @@ fn lease_apply(
                     && o["name"] == json!(inner.node)
                     && o["uid"] == NODE_UID;
                 if !ok {
-                    problems.push(format!("lease owner is not this Node (uid {NODE_UID}): {o}"));
+                    problems.push(format!(
+                        "lease owner is not this Node (uid {NODE_UID}): {o}"
+                    ));
                 }
             }
         }
