@@ -67,7 +67,9 @@ pub enum Command {
     /// Probe once and print the result. Exit 0 capable, 1 not capable, 2 probe error.
     Probe(ProbeArgs),
     /// Probe periodically and publish labels (the DaemonSet mode).
-    Run(RunArgs),
+    // Boxed: its many flags would make every `Command` as large as `run`'s (clippy's
+    // large_enum_variant).
+    Run(Box<RunArgs>),
     /// Remove the agent's labels and annotation (or its NFD file): for uninstall.
     Cleanup(CleanupArgs),
 }
@@ -229,7 +231,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => {
             crate::logging::init_json(args.log_level);
             let span = info_span!("agent", node = %args.node_name);
-            block_on(logged(run(args)).instrument(span))
+            block_on(logged(run(*args)).instrument(span))
         }
         Command::Cleanup(args) => {
             crate::logging::init_json(args.log_level);

@@ -293,13 +293,10 @@ fn lease_apply(
         ));
     }
     let spec = &b["spec"];
-    if !spec["holderIdentity"]
-        .as_str()
-        .is_some_and(|h| !h.is_empty())
-    {
+    if spec["holderIdentity"].as_str().is_none_or(str::is_empty) {
         problems.push(format!("lease without holderIdentity: {spec}"));
     }
-    if !spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d > 0) {
+    if spec["leaseDurationSeconds"].as_i64().is_none_or(|d| d <= 0) {
         problems.push(format!(
             "lease without a positive leaseDurationSeconds: {spec}"
         ));
