@@ -20,9 +20,10 @@
 //!
 //! Each renewal is one server-side apply (`PATCH ...?fieldManager=mshv-node-agent&force=true`)
 //! that creates the Lease when absent, so there is no get-then-create/update race and no
-//! resourceVersion to carry. kube 5 has no Lease helper (`kube-runtime` has none; the
-//! leader-election crates on crates.io elect leaders, which this is not), so this is the
-//! plain typed `Api<Lease>`. Errors never end the loop: a failed renewal is retried with
+//! resourceVersion to carry. kube-client 5 has no Lease helper, and the Lease crates on
+//! crates.io (kube-leader-election, kube-lease-manager) elect a leader among replicas,
+//! which this is not; so this is the plain typed `Api<Lease>` (kube-runtime, not a
+//! dependency here, was not checked). Errors never end the loop: a failed renewal is retried with
 //! the capped exponential backoff of `backoff.rs`, never later than a regular renewal.
 
 use std::future::Future;
