@@ -8,7 +8,9 @@
 //! - wall time of the release binary's `probe --json` as a process;
 //! - steady-state RSS of `run` against the loopback FAKE API server after N cycles;
 //! - API writes when nothing changes, counted at the fake server and scaled to the
-//!   default interval/heartbeat (measured, not asserted).
+//!   defaults (measured, not asserted): Node writes per hour per idle node, and Lease
+//!   renewals per hour. `BENCH_BASELINE_BIN=<older agent binary>` also measures an agent
+//!   from before the Lease (it took `--heartbeat`) the same way, for a before/after pair.
 //!
 //! Nothing here asserts a target; it reports what it measured.
 
@@ -131,10 +133,16 @@ impl Agent {
 }
 
 fn spawn_agent(args: &[&str], kubeconfig: &std::path::Path) -> Agent {
-    let mut child = Command::new(BIN)
+    spawn_agent_bin(BIN, args, kubeconfig)
+}
+
+fn spawn_agent_bin(bin: &str, args: &[&str], kubeconfig: &std::path::Path) -> Agent {
+    let mut child = Command::new(bin)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("NODE_NAME")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAME")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -261,8 +269,10 @@ fn main() {
             "bench-node",
             "--interval",
             "10ms",
-            "--heartbeat",
+            "--lease-renew-interval",
             "100ms",
+            "--lease-duration",
+            "400ms",
             "--metrics-addr",
             "127.0.0.1:0",
             "--host-root",
@@ -289,7 +299,7 @@ fn main() {
     let hwm = status_kib(pid, "VmHWM:");
     let writes = api.apply_count();
     println!(
-        "| `run` RSS against the fake API (interval 10ms, heartbeat 100ms) | VmRSS {} after {early:.0} cycles, {} after {done:.0} cycles; peak VmHWM {}; {writes} applies | ≤ 16 MiB |",
+        "| `run` RSS against the fake API (interval 10ms, Lease renewed every 100ms) | VmRSS {} after {early:.0} cycles, {} after {done:.0} cycles; peak VmHWM {}; {writes} Node applies | ≤ 16 MiB |",
         mib(rss_early),
         mib(rss),
         mib(hwm)
@@ -297,49 +307,107 @@ fn main() {
     drop(agent);
     drop(api);
 
-    // 3. API writes when nothing changes, at the default 1:5 interval:heartbeat ratio,
-    //    time-compressed 3000x (20 ms : 100 ms instead of 60 s : 5 min).
-    let api = FakeApi::start("bench-node");
-    let kubeconfig = api.write_kubeconfig(tmp.path());
-    let agent = spawn_agent(
-        &[
-            "run",
-            "--node-name",
-            "bench-node",
-            "--interval",
-            "20ms",
-            "--heartbeat",
-            "100ms",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--host-root",
-            &host_root,
-        ],
-        &kubeconfig,
-    );
-    let start = Instant::now();
-    while api.apply_count() == 0 && start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Count from the first write on, over a fixed window.
-    let t0 = Instant::now();
-    let before = api.apply_count();
-    std::thread::sleep(Duration::from_secs(write_secs));
-    let window = t0.elapsed();
-    let after = api.apply_count();
-    drop(agent);
-    let counted = after - before;
-    let scale = 3000.0; // 60 s / 20 ms
-    let default_hours = window.as_secs_f64() * scale / 3600.0;
-    let per_hour = counted as f64 / default_hours;
+    // 3. API writes when nothing changes, time-compressed 3000x: the defaults (probe 60s,
+    //    Lease renewed every 60s and held 240s) become 20ms / 20ms / 80ms.
+    let compressed = [
+        "--interval",
+        "20ms",
+        "--lease-renew-interval",
+        "20ms",
+        "--lease-duration",
+        "80ms",
+    ];
+    let idle = idle_writes(BIN, &compressed, &host_root, tmp.path(), write_secs);
     println!(
-        "| API writes with nothing changing (interval:heartbeat = 20ms:100ms, {:.1} s window) | {counted} applies = {:.1} per heartbeat period; scaled to the defaults (60s:5m) = {per_hour:.1} writes/hour | few per hour |",
-        window.as_secs_f64(),
-        counted as f64 / (window.as_secs_f64() / 0.1)
+        "| Node writes with nothing changing (interval 20ms = 60s / 3000, {:.1} s window after the first write) | {} Node writes = {:.1} per hour per idle node at the defaults | 0 |",
+        idle.window.as_secs_f64(),
+        idle.node_writes,
+        idle.per_hour(idle.node_writes)
     );
-    let violations = api.violations();
+    println!(
+        "| Lease renewals with nothing changing (--lease-renew-interval 20ms = 60s / 3000, same window) | {} renewals = {:.1} per hour per node at the defaults | 60 (one a minute) |",
+        idle.lease_writes,
+        idle.per_hour(idle.lease_writes)
+    );
+    let mut violations = idle.violations;
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE_BIN") {
+        // An agent from before the Lease: its defaults were interval 60s, heartbeat 5m.
+        let old = ["--interval", "20ms", "--heartbeat", "100ms"];
+        let before = idle_writes(&baseline, &old, &host_root, tmp.path(), write_secs);
+        println!(
+            "| before: Node writes with nothing changing, baseline binary `{baseline}` (interval:heartbeat 20ms:100ms = 60s:5m / 3000, {:.1} s window) | {} Node writes = {:.1} per hour per idle node; {} Lease writes | - |",
+            before.window.as_secs_f64(),
+            before.node_writes,
+            before.per_hour(before.node_writes),
+            before.lease_writes
+        );
+        violations.extend(before.violations);
+    }
     if !violations.is_empty() {
         println!();
         println!("fake API violations: {violations:?}");
+    }
+}
+
+/// What an agent wrote while nothing changed on its host.
+struct IdleWrites {
+    node_writes: usize,
+    lease_writes: usize,
+    window: Duration,
+    violations: Vec<String>,
+}
+
+impl IdleWrites {
+    /// Scaled back from the 3000x time compression to writes per hour.
+    fn per_hour(&self, count: usize) -> f64 {
+        let scale = 3000.0; // 60 s / 20 ms
+        count as f64 / (self.window.as_secs_f64() * scale / 3600.0)
+    }
+}
+
+/// Run `bin` against a fresh fake API server and count, over `secs` seconds from its first
+/// Node write on, the further Node writes and the Lease writes (any outcome).
+fn idle_writes(
+    bin: &str,
+    timing: &[&str],
+    host_root: &str,
+    tmp: &std::path::Path,
+    secs: u64,
+) -> IdleWrites {
+    let api = FakeApi::start("bench-node");
+    let kubeconfig = api.write_kubeconfig(tmp);
+    let mut args = vec![
+        "run",
+        "--node-name",
+        "bench-node",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--host-root",
+        host_root,
+        "--device-plugin=false",
+    ];
+    args.extend_from_slice(timing);
+    let agent = spawn_agent_bin(bin, &args, &kubeconfig);
+    let start = Instant::now();
+    while api.node_write_count() == 0 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let lease_patches = |api: &FakeApi| {
+        api.lease_requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count()
+    };
+    let t0 = Instant::now();
+    let (node0, lease0) = (api.node_write_count(), lease_patches(&api));
+    std::thread::sleep(Duration::from_secs(secs));
+    let window = t0.elapsed();
+    let (node1, lease1) = (api.node_write_count(), lease_patches(&api));
+    drop(agent);
+    IdleWrites {
+        node_writes: node1 - node0,
+        lease_writes: lease1 - lease0,
+        window,
+        violations: api.violations(),
     }
 }

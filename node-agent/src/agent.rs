@@ -1,7 +1,10 @@
-//! The DaemonSet loop: probe every interval, publish when something changed or a
-//! heartbeat is due, retry failed publications with capped exponential backoff, and never
-//! exit on API or device errors. On shutdown it stops without touching the labels: a
-//! rolling update must not flap scheduling (uninstall uses `cleanup`).
+//! The DaemonSet loop: probe every interval, publish when the probe result changed (and at
+//! start), retry failed publications with capped exponential backoff, and never exit on
+//! API or device errors. An unchanged result is never written to the Node again: every
+//! Node write reaches every Node watcher, so liveness lives in a Lease (`publish::lease`,
+//! its own task). Only the NFD file, which is local, is rewritten every `refresh` to keep
+//! its expiry ahead. On shutdown it stops without touching the labels: a rolling update
+//! must not flap scheduling (uninstall uses `cleanup`).
 
 use std::future::Future;
 use std::path::Path;
@@ -21,8 +24,9 @@ use crate::publish::{PublishError, Publisher};
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub interval: Duration,
-    /// Rewrite unchanged labels (and the annotation's heartbeat) this often.
-    pub heartbeat: Duration,
+    /// Rewrite an unchanged result this often (`Publisher::refresh`): `None` for the Node,
+    /// which is written only on change; the NFD file's refresh period otherwise.
+    pub refresh: Option<Duration>,
     pub prefix: LabelPrefix,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
@@ -35,7 +39,8 @@ pub struct RunConfig {
 pub enum WriteReason {
     First,
     Changed,
-    Heartbeat,
+    /// The NFD file's periodic rewrite (never the Node).
+    Refresh,
     Retry,
 }
 
@@ -44,7 +49,7 @@ impl WriteReason {
         match self {
             WriteReason::First => "first",
             WriteReason::Changed => "changed",
-            WriteReason::Heartbeat => "heartbeat",
+            WriteReason::Refresh => "refresh",
             WriteReason::Retry => "retry",
         }
     }
@@ -77,7 +82,7 @@ impl SyncState {
         }
     }
 
-    pub fn decide(&self, desired: &Desired, now: Instant, heartbeat: Duration) -> Decision {
+    pub fn decide(&self, desired: &Desired, now: Instant, refresh: Option<Duration>) -> Decision {
         if let Some(at) = self.retry_at {
             return if now < at {
                 Decision::Backoff
@@ -88,8 +93,8 @@ impl SyncState {
         match (&self.last_applied, self.last_write) {
             (None, _) | (_, None) => Decision::Write(WriteReason::First),
             (Some(last), _) if last != desired => Decision::Write(WriteReason::Changed),
-            (_, Some(at)) if now.saturating_duration_since(at) >= heartbeat => {
-                Decision::Write(WriteReason::Heartbeat)
+            (_, Some(at)) if refresh.is_some_and(|r| now.saturating_duration_since(at) >= r) => {
+                Decision::Write(WriteReason::Refresh)
             }
             _ => Decision::Unchanged,
         }
@@ -163,7 +168,7 @@ pub async fn run<S: Sys>(
         let Some(want) = desired.as_ref() else {
             continue;
         };
-        match sync.decide(want, now, cfg.heartbeat) {
+        match sync.decide(want, now, cfg.refresh) {
             Decision::Backoff => {}
             Decision::Unchanged => {
                 health.metrics.observe_sync(SyncResult::Unchanged);
@@ -191,7 +196,7 @@ fn announce_start(publisher: &Publisher, cfg: &RunConfig, health: &HealthState) 
     info!(
         publish = publisher.target(),
         interval_s = cfg.interval.as_secs_f64(),
-        heartbeat_s = cfg.heartbeat.as_secs_f64(),
+        refresh_s = cfg.refresh.map(|r| r.as_secs_f64()),
         prefix = %cfg.prefix,
         "agent started"
     );
@@ -351,38 +356,53 @@ mod tests {
     }
 
     #[test]
-    fn writes_first_then_on_change_and_heartbeat_only() {
-        let hb = Duration::from_secs(300);
+    fn writes_first_then_only_on_change() {
         let t0 = Instant::now();
         let mut s = SyncState::new(Backoff::new(
             Duration::from_secs(1),
             Duration::from_secs(60),
         ));
         let a = desired("not-hyperv");
-        assert_eq!(s.decide(&a, t0, hb), Decision::Write(WriteReason::First));
+        assert_eq!(s.decide(&a, t0, None), Decision::Write(WriteReason::First));
         s.succeeded(a.clone(), t0);
-        assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(60), hb),
-            Decision::Unchanged
-        );
-        assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(299), hb),
-            Decision::Unchanged
-        );
-        assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(300), hb),
-            Decision::Write(WriteReason::Heartbeat)
-        );
+        // The Node is never rewritten for an unchanged result, however long it has been.
+        for secs in [60, 299, 300, 3600, 86_400 * 365] {
+            assert_eq!(
+                s.decide(&a, t0 + Duration::from_secs(secs), None),
+                Decision::Unchanged,
+                "{secs}s"
+            );
+        }
         let b = desired("capable");
         assert_eq!(
-            s.decide(&b, t0 + Duration::from_secs(1), hb),
+            s.decide(&b, t0 + Duration::from_secs(1), None),
             Decision::Write(WriteReason::Changed)
         );
     }
 
     #[test]
+    fn the_nfd_file_is_refreshed() {
+        let refresh = Some(Duration::from_secs(300));
+        let t0 = Instant::now();
+        let mut s = SyncState::new(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ));
+        let a = desired("capable");
+        s.succeeded(a.clone(), t0);
+        assert_eq!(
+            s.decide(&a, t0 + Duration::from_secs(299), refresh),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            s.decide(&a, t0 + Duration::from_secs(300), refresh),
+            Decision::Write(WriteReason::Refresh)
+        );
+    }
+
+    #[test]
     fn failure_backs_off_then_retries() {
-        let hb = Duration::from_secs(300);
+        let hb = None;
         let t0 = Instant::now();
         let mut s = SyncState::new(Backoff::new(Duration::from_secs(1), Duration::from_secs(8)));
         let a = desired("capable");

@@ -23,6 +23,7 @@ use crate::probe::sys::HostSys;
 use crate::probe::{ProbeOptions, Prober, State, render};
 use crate::publish::Publisher;
 use crate::publish::api::ApiPublisher;
+use crate::publish::lease::{self, LeaseConfig, LeaseRenewer};
 use crate::publish::nfd::{self, NfdPublisher};
 
 /// A positive duration written like `60s`, `5m`, `1h30m` or ISO 8601 (`PT5M`).
@@ -66,7 +67,9 @@ pub enum Command {
     /// Probe once and print the result. Exit 0 capable, 1 not capable, 2 probe error.
     Probe(ProbeArgs),
     /// Probe periodically and publish labels (the DaemonSet mode).
-    Run(RunArgs),
+    // Boxed: its many flags would make every `Command` as large as `run`'s (clippy's
+    // large_enum_variant).
+    Run(Box<RunArgs>),
     /// Remove the agent's labels and annotation (or its NFD file): for uninstall.
     Cleanup(CleanupArgs),
 }
@@ -155,9 +158,15 @@ pub struct RunArgs {
     /// Time between probes.
     #[arg(long, default_value = "60s")]
     pub interval: HumanDuration,
-    /// Rewrite unchanged labels and the annotation's heartbeat at least this often.
+    /// Deprecated and ignored (accepted so older manifests keep working; a warning is
+    /// logged): the Node is written only when the probe result changes, liveness is in
+    /// the Lease (--lease-renew-interval) and the NFD file has --nfd-refresh.
+    #[arg(long, hide = true, value_name = "DURATION")]
+    pub heartbeat: Option<HumanDuration>,
+    /// With --publish nfd: rewrite the unchanged features file this often (its
+    /// expiry-time is 3 refresh periods ahead; a local file, not an API write).
     #[arg(long, default_value = "5m")]
-    pub heartbeat: HumanDuration,
+    pub nfd_refresh: HumanDuration,
     /// Reuse the fingerprint ioctl result for the same device node this long (some
     /// kernels log every MSHV_CREATE_PARTITION call).
     #[arg(long, default_value = "1h")]
@@ -177,6 +186,32 @@ pub struct RunArgs {
     pub host: HostArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// The agent's liveness Lease (coordination.k8s.io/v1, one per node; `publish::lease`).
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// Renew a Lease `mshv-node-agent-<node>` in the agent's namespace (with --publish
+    /// api; `--lease=false`: none, e.g. without the Role for leases).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub lease: bool,
+    /// Namespace of the Lease (the DaemonSet passes metadata.namespace; default: the
+    /// service account's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// holderIdentity of the Lease (the DaemonSet passes metadata.name; default: the
+    /// node name).
+    #[arg(long, env = "POD_NAME")]
+    pub lease_holder: Option<String>,
+    /// Time between Lease renewals.
+    #[arg(long, default_value = "60s")]
+    pub lease_renew_interval: HumanDuration,
+    /// leaseDurationSeconds: how long a renewal counts (must exceed the renew interval;
+    /// whole seconds).
+    #[arg(long, default_value = "240s")]
+    pub lease_duration: HumanDuration,
 }
 
 #[derive(Debug, Args)]
@@ -196,7 +231,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => {
             crate::logging::init_json(args.log_level);
             let span = info_span!("agent", node = %args.node_name);
-            block_on(logged(run(args)).instrument(span))
+            block_on(logged(run(*args)).instrument(span))
         }
         Command::Cleanup(args) => {
             crate::logging::init_json(args.log_level);
@@ -331,28 +366,46 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let interval = args.interval.0;
-    let heartbeat = args.heartbeat.0;
+    if let Some(hb) = args.heartbeat {
+        warn!(
+            heartbeat = ?hb.0,
+            "--heartbeat is deprecated and ignored: the Node is written only when the probe result changes; liveness is the Lease (--lease-renew-interval), the NFD file has --nfd-refresh"
+        );
+    }
+    let backoff_base = Duration::from_millis(500).min(interval);
+    let mut lease_task = None;
     let publisher = match args.publish.publish {
         PublishKind::Api => {
             let client = kube_client(args.publish.api_timeout.0).await?;
+            if let Some(renewer) =
+                lease_renewer(&args, &client, backoff_base).context("configuring the Lease")?
+            {
+                lease_task = Some(spawn_lease(renewer, &health, stop_rx.clone()));
+            }
             Publisher::Api(Box::new(ApiPublisher::new(
                 client,
                 args.node_name.clone(),
                 args.publish.api_timeout.0,
             )))
         }
-        // Three heartbeats: a live agent rewrites long before expiry, a dead one's labels
-        // disappear within ~15 minutes at the defaults.
-        PublishKind::Nfd => Publisher::Nfd(NfdPublisher::new(
-            args.publish.nfd_dir.clone(),
-            heartbeat.saturating_mul(3).max(interval.saturating_mul(3)),
-        )),
+        // Three refresh periods: a live agent rewrites long before expiry, a dead one's
+        // labels disappear within ~15 minutes at the defaults.
+        PublishKind::Nfd => {
+            info!("no Lease with --publish nfd: the features file's expiry is the liveness");
+            Publisher::Nfd(NfdPublisher::new(
+                args.publish.nfd_dir.clone(),
+                args.nfd_refresh
+                    .0
+                    .saturating_mul(3)
+                    .max(interval.saturating_mul(3)),
+            ))
+        }
     };
     let cfg = RunConfig {
         interval,
-        heartbeat,
+        refresh: publisher.refresh(),
         prefix: args.publish.label_prefix.clone(),
-        backoff_base: Duration::from_millis(500).min(interval),
+        backoff_base,
         backoff_cap: args.max_backoff.0,
         device_access: args.device.access_policy(),
     };
@@ -363,6 +416,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     agent::run(&mut prober, &publisher, &cfg, &health, shutdown_signal()).await;
 
     let _ = stop_tx.send(true);
+    if let Some(lease) = lease_task
+        && let Err(e) = lease.await
+    {
+        warn!(error = %e, "Lease task failed");
+    }
     if let Some(plugin) = plugin
         && let Err(e) = plugin.await
     {
@@ -374,6 +432,70 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "metrics server task failed"),
     }
     Ok(())
+}
+
+/// The Lease renewer `run` starts (`None`: `--lease=false`). Bad Lease flags are an error
+/// at start; API errors later never are.
+fn lease_renewer(
+    args: &RunArgs,
+    client: &kube::Client,
+    backoff_base: Duration,
+) -> anyhow::Result<Option<LeaseRenewer>> {
+    let l = &args.lease;
+    if !l.lease {
+        info!("Lease switched off (--lease=false)");
+        return Ok(None);
+    }
+    let renew_interval = l.lease_renew_interval.0;
+    let duration = l.lease_duration.0;
+    if duration <= renew_interval {
+        bail!(
+            "--lease-duration ({duration:?}) must be longer than --lease-renew-interval ({renew_interval:?})"
+        );
+    }
+    let namespace = l
+        .lease_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    vocab::names::check_object_name(&namespace)
+        .map_err(|e| anyhow::anyhow!("--lease-namespace: {e}"))?;
+    let cfg = LeaseConfig {
+        namespace,
+        name: lease::lease_name(&args.node_name),
+        holder: l
+            .lease_holder
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| args.node_name.clone()),
+        node: args.node_name.clone(),
+        duration,
+        renew_interval,
+        backoff_base,
+        backoff_cap: args.max_backoff.0,
+    };
+    Ok(Some(LeaseRenewer::new(
+        client.clone(),
+        cfg,
+        args.publish.api_timeout.0,
+    )))
+}
+
+fn spawn_lease(
+    mut renewer: LeaseRenewer,
+    health: &Arc<HealthState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let health = Arc::clone(health);
+    tokio::spawn(
+        async move {
+            lease::run(&mut renewer, &health, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        }
+        .in_current_span(),
+    )
 }
 
 /// SIGTERM (kubelet) or SIGINT (a person). If the handlers cannot be installed the agent

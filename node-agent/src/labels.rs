@@ -1,8 +1,9 @@
 //! Pure mapping from a probe report to the labels and annotation the agent owns.
 //!
 //! Labels carry only what a scheduler selects on (short, stable values); the
-//! diagnostics (errno, reason, kernel, heartbeat) go in one JSON annotation, which has no
-//! 63-character limit. Every value passes through [`sanitize_label_value`], so even a
+//! diagnostics (errno, reason, kernel) go in one JSON annotation, which has no
+//! 63-character limit. Nothing in either changes unless the probe result changes: the
+//! agent's liveness is in its Lease (`publish::lease`), not on the Node. Every value passes through [`sanitize_label_value`], so even a
 //! strange kernel or hypervisor string can never make the API server reject the apply.
 
 use std::collections::BTreeMap;
@@ -120,8 +121,8 @@ pub fn sanitize_label_value(raw: &str) -> String {
         .to_string()
 }
 
-/// The diagnostic annotation, minus the heartbeat (which changes on every write and so
-/// must not take part in "did anything change?").
+/// The diagnostic annotation. It has no timestamp on purpose: a field that changed on
+/// every write would make every write a Node change that every Node watcher receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeAnnotation {
     pub state: String,
@@ -145,16 +146,9 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// The annotation value: the diagnostics plus `heartbeat` (RFC 3339).
-    pub fn annotation_value(&self, heartbeat: jiff::Timestamp) -> String {
-        let mut value = serde_json::json!(self.annotation);
-        if let Some(map) = value.as_object_mut() {
-            map.insert(
-                "heartbeat".into(),
-                serde_json::Value::String(heartbeat.to_string()),
-            );
-        }
-        value.to_string()
+    /// The annotation value: the diagnostics as one JSON object.
+    pub fn annotation_value(&self) -> String {
+        serde_json::json!(self.annotation).to_string()
     }
 }
 

@@ -15,6 +15,10 @@
 //! - `mshv_node_agent_hv_build_supported`: 1 when the hypervisor build is in the mshv
 //!   driver's validated range, 0 outside; no series off Hyper-V parent partitions.
 //! - `mshv_node_agent_info{version,kernel,hv_build,partition_type}`: always 1.
+//! - `mshv_node_agent_lease_renewals_total{result}`: Lease renewals (ok | error).
+//! - `mshv_node_agent_lease_last_renewal_timestamp_seconds`: Unix time of the last
+//!   successful renewal; 0 until the first; no series when the Lease is off (`--lease=false`,
+//!   `--publish nfd`), so an alert on its age never fires for agents that keep none.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -98,6 +102,8 @@ pub struct Metrics {
     device_accessible: Gauge,
     hv_build_supported: Family<Unlabelled, Gauge>,
     info: Family<InfoLabels, Gauge>,
+    lease_renewals: Family<ResultLabel, Counter>,
+    lease_last_renewal: Family<Unlabelled, Gauge>,
 }
 
 impl Default for Metrics {
@@ -179,6 +185,19 @@ impl Metrics {
             "Agent version, kernel, hypervisor build and partition type; always 1",
             info.clone(),
         );
+        let lease_renewals = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "lease_renewals",
+            "Renewals of the agent's coordination.k8s.io Lease by result (ok, error)",
+            lease_renewals.clone(),
+        );
+        let lease_last_renewal = Family::<Unlabelled, Gauge>::default();
+        registry.register_with_unit(
+            "lease_last_renewal_timestamp",
+            "Unix time of the last successful Lease renewal (0: none yet)",
+            Unit::Seconds,
+            lease_last_renewal.clone(),
+        );
         let metrics = Self {
             registry,
             capable,
@@ -193,6 +212,8 @@ impl Metrics {
             device_accessible,
             hv_build_supported,
             info,
+            lease_renewals,
+            lease_last_renewal,
         };
         metrics.set_plugin_state(PLUGIN_STATE_INITIAL);
         metrics
@@ -275,6 +296,31 @@ impl Metrics {
                 result: result.as_str().to_string(),
             })
             .inc();
+    }
+
+    /// The Lease task started: both Lease series exist from now on (0 renewals, time 0).
+    pub fn lease_enabled(&self) {
+        // `get_or_create` makes the series; its guard is released at once.
+        for result in ["ok", "error"] {
+            drop(self.lease_renewals.get_or_create(&ResultLabel {
+                result: result.to_string(),
+            }));
+        }
+        drop(self.lease_last_renewal.get_or_create(&Vec::new()));
+    }
+
+    /// One renewal attempt; `unix_seconds` is recorded only for a successful one.
+    pub fn observe_lease_renewal(&self, ok: bool, unix_seconds: i64) {
+        self.lease_renewals
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+        if ok {
+            self.lease_last_renewal
+                .get_or_create(&Vec::new())
+                .set(unix_seconds);
+        }
     }
 
     /// OpenMetrics text exposition.

@@ -22,6 +22,8 @@ pub struct Status {
     /// The last pass over /dev/mshv's mode and owner (`None` when switched off).
     pub device_access: Option<DeviceAccessStatus>,
     pub last_error: Option<LastError>,
+    /// The agent's liveness Lease (`None` when it keeps none: `--lease=false`, NFD mode).
+    pub lease: Option<LeaseStatus>,
     /// Things a person should look at, one sentence each (also logged at WARN).
     pub warnings: Vec<String>,
 }
@@ -37,6 +39,7 @@ impl Default for Status {
             device_plugin: DevicePluginStatus::default(),
             device_access: None,
             last_error: None,
+            lease: None,
             warnings: Vec::new(),
         }
     }
@@ -110,9 +113,55 @@ pub struct DeviceAccessStatus {
     pub at: String,
 }
 
+/// What the Lease task last did (`publish::lease`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    pub namespace: String,
+    pub name: String,
+    pub holder: String,
+    pub duration_seconds: i32,
+    pub renew_interval_seconds: f64,
+    /// The Node's uid once read (the Lease's ownerReference), else `None`.
+    pub owner_node_uid: Option<String>,
+    /// `renewed` or `error`; `None` before the first attempt.
+    pub last_result: Option<&'static str>,
+    pub last_renewal_at: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+}
+
+impl LeaseStatus {
+    pub fn new(cfg: &crate::publish::lease::LeaseConfig) -> Self {
+        Self {
+            namespace: cfg.namespace.clone(),
+            name: cfg.name.clone(),
+            holder: cfg.holder.clone(),
+            duration_seconds: cfg.duration_seconds(),
+            renew_interval_seconds: cfg.renew_interval.as_secs_f64(),
+            owner_node_uid: None,
+            last_result: None,
+            last_renewal_at: None,
+            consecutive_failures: 0,
+        }
+    }
+
+    pub fn renewed(&mut self, at: jiff::Timestamp, owner_node_uid: Option<String>) {
+        self.last_result = Some("renewed");
+        self.last_renewal_at = Some(at.to_string());
+        self.consecutive_failures = 0;
+        self.owner_node_uid = owner_node_uid;
+    }
+
+    pub fn failed(&mut self, failures: u32, owner_node_uid: Option<String>) {
+        self.last_result = Some("error");
+        self.consecutive_failures = failures;
+        self.owner_node_uid = owner_node_uid;
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LastError {
-    /// `publish`, `device-plugin` or `device-access`.
+    /// `publish`, `device-plugin`, `device-access` or `lease`.
     pub component: &'static str,
     pub message: String,
     pub at: String,

@@ -232,6 +232,8 @@ impl Running {
         }
         cmd.env_remove("NODE_NAME")
             .env_remove("HOST_ROOT")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         match kubeconfig {
@@ -371,12 +373,37 @@ fn run_publishes_serves_health_and_keeps_labels_on_sigterm() {
     ] {
         assert!(metrics.contains(name), "missing {name}:\n{metrics}");
     }
-    // Several probes, still one write: nothing changed and the heartbeat is an hour.
+    // Several probes, still one write: nothing changed (and the Node has no heartbeat).
     assert!(wait_until(Duration::from_secs(20), || {
         http_get(addr, "/metrics").is_some_and(|(_, m)| {
             m.contains("mshv_node_agent_label_syncs_total{result=\"unchanged\"}")
         })
     }));
+    // The liveness Lease: in the kubeconfig's namespace (no POD_NAMESPACE), held by the
+    // node (no POD_NAME), owned by the Node.
+    assert!(
+        wait_until(Duration::from_secs(20), || api.lease_renewals() >= 1),
+        "no Lease renewal: {:#?}",
+        agent.lines()
+    );
+    let lease = api
+        .lease("default", "mshv-node-agent-worker-7")
+        .expect("Lease default/mshv-node-agent-worker-7");
+    assert_eq!(lease["spec"]["holderIdentity"], node);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 240);
+    assert_eq!(
+        lease["metadata"]["ownerReferences"][0]["uid"],
+        common::fake_api::NODE_UID
+    );
+    let (_, status) = http_get(addr, "/status").expect("status");
+    let status: Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["lease"]["name"], "mshv-node-agent-worker-7");
+    assert_eq!(status["lease"]["last_result"], "renewed");
+    let (_, metrics) = http_get(addr, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("mshv_node_agent_lease_renewals_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
 
     let (status, lines) = agent.sigterm_and_wait();
     assert_eq!(status, 0, "{lines:#?}");
@@ -394,6 +421,45 @@ fn run_publishes_serves_health_and_keeps_labels_on_sigterm() {
         lines.iter().any(|l| l.contains("SIGTERM received")),
         "{lines:#?}"
     );
+    // `--heartbeat 1h` (older manifests) is accepted, ignored and warned about.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--heartbeat is deprecated and ignored")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn run_rejects_a_lease_shorter_than_its_renew_interval() {
+    let api = FakeApi::start("worker-11");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let kubeconfig = api.write_kubeconfig(tmp.path());
+    let agent = Running::start(
+        &[
+            "run",
+            "--node-name",
+            "worker-11",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-renew-interval",
+            "60s",
+            "--lease-duration",
+            "30s",
+        ],
+        Some(&kubeconfig),
+    );
+    let mut agent = agent;
+    assert!(
+        wait_until(Duration::from_secs(20), || agent.lines().iter().any(|l| l
+            .contains("--lease-duration")
+            && l.contains("must be longer"))),
+        "{:#?}",
+        agent.lines()
+    );
+    let status = wait_timeout(&mut agent.child, Duration::from_secs(20)).expect("exits");
+    assert_eq!(status, 1);
+    assert!(api.requests().is_empty(), "{:#?}", api.requests());
 }
 
 #[test]

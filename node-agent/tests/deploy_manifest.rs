@@ -1,12 +1,13 @@
 //! deploy/node-agent.yaml agrees with the binary: the DaemonSet's args parse with the
 //! agent's own CLI, the probes hit the agent's routes on the metrics port, the host mounts
 //! sit under --host-root (/dev read-write for --device-mode, /sys and /proc read-only),
-//! kubelet's device plugin directory is mounted where --device-plugin-dir says, and RBAC
-//! grants exactly nodes get/patch.
+//! kubelet's device plugin directory is mounted where --device-plugin-dir says, RBAC
+//! grants exactly nodes get/patch plus leases get/create/patch in the agent's namespace,
+//! and the Lease's namespace and holder come from the downward API.
 
 use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mshv_node_agent::cli::{Cli, Command};
 use serde::Deserialize;
@@ -29,7 +30,7 @@ fn find<T: serde::de::DeserializeOwned>(kind: &str) -> T {
 }
 
 #[test]
-fn manifest_has_the_four_objects() {
+fn manifest_has_the_six_objects() {
     let kinds: Vec<String> = docs()
         .iter()
         .filter_map(|d| d["kind"].as_str().map(str::to_string))
@@ -40,6 +41,8 @@ fn manifest_has_the_four_objects() {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "DaemonSet"
         ]
     );
@@ -72,6 +75,34 @@ fn rbac_is_nodes_get_patch_only() {
 }
 
 #[test]
+fn lease_rbac_is_a_namespaced_role_for_leases_only() {
+    let role: Role = find("Role");
+    let rules = role.rules.expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["coordination.k8s.io".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["leases".to_string()][..])
+    );
+    // patch: every renewal is a server-side apply; create: the first one creates it.
+    assert_eq!(rules[0].verbs, ["get", "create", "patch"]);
+    let binding: RoleBinding = find("RoleBinding");
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let subjects = binding.subjects.expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("ServiceAccount", "mshv-node-agent")
+    );
+    // Defaults to the binding's namespace, so the manifest applies to any namespace.
+    assert_eq!(subjects[0].namespace, None);
+}
+
+#[test]
 fn daemonset_matches_the_binary() {
     let ds: DaemonSet = find("DaemonSet");
     let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
@@ -101,6 +132,16 @@ fn daemonset_matches_the_binary() {
         .and_then(|v| v.field_ref.as_ref())
         .expect("fieldRef");
     assert_eq!(field.field_path, "spec.nodeName");
+    let field_of = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+            .unwrap_or_else(|| panic!("{name} from a fieldRef"))
+    };
+    assert_eq!(field_of("POD_NAMESPACE"), "metadata.namespace");
+    assert_eq!(field_of("POD_NAME"), "metadata.name");
 
     // The pod gets --node-name from the NODE_NAME env (clap `env`); stand in for it here.
     let args = c.args.clone().expect("args");
@@ -112,6 +153,12 @@ fn daemonset_matches_the_binary() {
         panic!("the DaemonSet must run `run`")
     };
     let host_root = run.host.host_root.to_str().expect("utf8").to_string();
+    assert!(run.heartbeat.is_none(), "--heartbeat is deprecated");
+    assert!(run.lease.lease, "the manifest keeps the Lease");
+    assert!(
+        run.lease.lease_duration.0 > run.lease.lease_renew_interval.0,
+        "the Lease must outlive one renew interval"
+    );
 
     let sc = c.security_context.as_ref().expect("securityContext");
     assert_eq!(sc.privileged, Some(true));

@@ -131,7 +131,7 @@ async fn agent_loop_applies_and_reapplies_with_metrics_and_status() {
     let publisher = Publisher::Nfd(NfdPublisher::new(nfd.path(), Duration::from_secs(60)));
     let cfg = RunConfig {
         interval: Duration::from_millis(20),
-        heartbeat: Duration::from_secs(60),
+        refresh: None,
         prefix: LabelPrefix::default(),
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(100),

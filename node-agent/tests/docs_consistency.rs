@@ -27,6 +27,7 @@ fn every_metric_is_documented() {
     metrics.observe_sync(SyncResult::Applied);
     metrics.observe_registration(true);
     metrics.observe_device_access(Some("applied"), true);
+    metrics.lease_enabled();
     // Families without a series print nothing: give each one a sample (the build check
     // only exists on Hyper-V parent partitions, so set one).
     let mut report = Prober::new(HostSys, ProbeOptions::default()).probe();
@@ -38,7 +39,7 @@ fn every_metric_is_documented() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(families.len(), 12, "{text}");
+    assert_eq!(families.len(), 14, "{text}");
     for family in families {
         // Counters are documented with their `_total` sample name.
         let documented =

@@ -45,12 +45,9 @@ pub struct CleanupOutcome {
 }
 
 /// The apply body (pure, so its exact shape is unit tested).
-pub fn apply_body(node: &str, desired: &Desired, heartbeat: jiff::Timestamp) -> Value {
+pub fn apply_body(node: &str, desired: &Desired) -> Value {
     let mut annotations = BTreeMap::new();
-    annotations.insert(
-        desired.annotation_key.clone(),
-        desired.annotation_value(heartbeat),
-    );
+    annotations.insert(desired.annotation_key.clone(), desired.annotation_value());
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -98,13 +95,10 @@ impl ApiPublisher {
         }
     }
 
-    /// One server-side apply of everything the agent wants on the Node.
-    pub async fn apply(
-        &self,
-        desired: &Desired,
-        heartbeat: jiff::Timestamp,
-    ) -> Result<(), PublishError> {
-        let body = apply_body(&self.node, desired, heartbeat);
+    /// One server-side apply of everything the agent wants on the Node. The body is a
+    /// pure function of `desired`: applying the same desired state twice changes nothing.
+    pub async fn apply(&self, desired: &Desired) -> Result<(), PublishError> {
+        let body = apply_body(&self.node, desired);
         self.timed(
             self.api
                 .patch(&self.node, &Self::apply_params(), &Patch::Apply(&body)),
@@ -173,8 +167,7 @@ mod tests {
                 agent_version: "0.1.0".into(),
             },
         };
-        let ts: jiff::Timestamp = "2026-01-02T03:04:05Z".parse().expect("timestamp");
-        let body = apply_body("n1", &desired, ts);
+        let body = apply_body("n1", &desired);
         assert_eq!(body["kind"], "Node");
         assert_eq!(body["metadata"]["name"], "n1");
         assert_eq!(
@@ -185,7 +178,9 @@ mod tests {
             .as_str()
             .expect("annotation is a string");
         let parsed: Value = serde_json::from_str(ann).expect("annotation is JSON");
-        assert_eq!(parsed["heartbeat"], "2026-01-02T03:04:05Z");
+        // No timestamp: the same probe result gives the same body, byte for byte.
+        assert!(parsed.get("heartbeat").is_none(), "{parsed}");
+        assert_eq!(body, apply_body("n1", &desired));
         assert_eq!(parsed["errno_name"], "EINVAL");
     }
 

@@ -1,7 +1,9 @@
 //! Where the desired labels go: the Node object (server-side apply) or a Node Feature
-//! Discovery `features.d` file that nfd-worker turns into labels.
+//! Discovery `features.d` file that nfd-worker turns into labels; and where the agent's
+//! liveness goes: a `coordination.k8s.io/v1` Lease (`lease`), never the Node.
 
 pub mod api;
+pub mod lease;
 pub mod nfd;
 
 use std::time::Duration;
@@ -37,8 +39,18 @@ impl Publisher {
         now: jiff::Timestamp,
     ) -> Result<(), PublishError> {
         match self {
-            Publisher::Api(p) => p.apply(desired, now).await,
+            Publisher::Api(p) => p.apply(desired).await,
             Publisher::Nfd(p) => p.write(desired, now),
+        }
+    }
+
+    /// How often an unchanged result is written again: never for the Node (every Node
+    /// write reaches every Node watcher; liveness is in the Lease), every `refresh` for the
+    /// NFD file, a local file whose `expiry-time` must not lapse while the agent lives.
+    pub fn refresh(&self) -> Option<Duration> {
+        match self {
+            Publisher::Api(_) => None,
+            Publisher::Nfd(p) => Some(p.refresh()),
         }
     }
 

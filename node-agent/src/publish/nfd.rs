@@ -20,8 +20,9 @@ pub const DEFAULT_DIR: &str = "/etc/kubernetes/node-feature-discovery/features.d
 
 pub struct NfdPublisher {
     dir: PathBuf,
-    /// How long the labels stay valid without a rewrite; longer than the heartbeat so a live
-    /// agent never lets them lapse, short enough that a dead agent's labels go away.
+    /// How long the labels stay valid without a rewrite: three refresh periods, so a live
+    /// agent never lets them lapse and a dead agent's labels go away. (Rewriting this local
+    /// file is not an API write; nfd-worker updates the Node only when a label changes.)
     expire_after: Duration,
 }
 
@@ -31,7 +32,7 @@ pub fn render(desired: &Desired, now: jiff::Timestamp, expiry: jiff::Timestamp) 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Written by mshv-node-agent {} at {}; rewritten on change and on every heartbeat.",
+        "# Written by mshv-node-agent {} at {}; rewritten on change and on every refresh.",
         agent_version(),
         whole(now)
     );
@@ -68,6 +69,11 @@ impl NfdPublisher {
             dir: dir.into(),
             expire_after,
         }
+    }
+
+    /// How often the file is rewritten when nothing changed: a third of its lifetime.
+    pub fn refresh(&self) -> Duration {
+        self.expire_after / 3
     }
 
     pub fn path(&self) -> PathBuf {

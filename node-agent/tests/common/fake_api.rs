@@ -1,11 +1,14 @@
 //! A FAKE Kubernetes API server for tests and the bench: real HTTP on 127.0.0.1, but it
-//! only knows the three requests the agent makes on one Node (server-side apply, GET,
-//! JSON merge patch) and imitates server-side-apply ownership for a single field manager.
-//! It is not kube-apiserver: no auth, no admission, no managedFields, no resourceVersion.
+//! only knows the requests the agent makes: on one Node (server-side apply, GET, JSON merge
+//! patch), imitating server-side-apply ownership for a single field manager; and on one
+//! Lease per namespace (`coordination.k8s.io/v1`, server-side apply, which creates it when
+//! absent, and GET). It is not kube-apiserver: no auth, no admission, no managedFields, no
+//! resourceVersion.
 //!
 //! Every request is recorded and checked (method, path, query, content type, body); any
 //! deviation is recorded as a violation and answered with 400. Faults (status codes,
-//! delays) can be queued to exercise retries and backoff.
+//! delays) can be queued to exercise retries and backoff, separately for Node PATCHes
+//! (`push_faults`) and Lease PATCHes (`push_lease_faults`).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,6 +25,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 pub const FIELD_MANAGER: &str = "mshv-node-agent";
+/// The uid the fake Node has (the Lease's ownerReference must name it).
+pub const NODE_UID: &str = "0b5e2f7c-fake-node-uid";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Fault {
@@ -52,6 +57,9 @@ struct Inner {
     /// Keys the agent's field manager owns (label:<k> / annotation:<k>).
     owned: BTreeSet<String>,
     faults: VecDeque<Fault>,
+    lease_faults: VecDeque<Fault>,
+    /// Leases by (namespace, name), as last applied.
+    leases: BTreeMap<(String, String), Value>,
     requests: Vec<Recorded>,
     violations: Vec<String>,
 }
@@ -116,16 +124,62 @@ impl FakeApi {
         lock(&self.inner).faults.extend(faults);
     }
 
+    /// Faults for the next Lease PATCHes (Node requests are not affected).
+    pub fn push_lease_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.inner).lease_faults.extend(faults);
+    }
+
+    /// Every request, Node and Lease alike.
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.inner).requests.clone()
     }
 
-    /// Server-side apply requests received (any outcome).
-    pub fn apply_count(&self) -> usize {
+    /// Requests on the Node (the ones every Node watcher would see when they write).
+    pub fn node_requests(&self) -> Vec<Recorded> {
         self.requests()
+            .into_iter()
+            .filter(|r| !is_lease_path(&r.path))
+            .collect()
+    }
+
+    /// Requests on Leases.
+    pub fn lease_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| is_lease_path(&r.path))
+            .collect()
+    }
+
+    /// Server-side apply requests on the Node received (any outcome).
+    pub fn apply_count(&self) -> usize {
+        self.node_requests()
             .iter()
             .filter(|r| r.method == "PATCH" && r.content_type == "application/apply-patch+yaml")
             .count()
+    }
+
+    /// Writes of any kind on the Node (apply or merge patch, any outcome).
+    pub fn node_write_count(&self) -> usize {
+        self.node_requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .count()
+    }
+
+    /// Lease applies answered 200 (renewals that took effect).
+    pub fn lease_renewals(&self) -> usize {
+        self.lease_requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.status == 200)
+            .count()
+    }
+
+    /// The Lease `namespace/name` as last applied.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        lock(&self.inner)
+            .leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -183,7 +237,95 @@ fn status_body(code: u16, message: &str) -> Value {
 
 fn node_json(inner: &Inner) -> Value {
     json!({"apiVersion": "v1", "kind": "Node",
-           "metadata": {"name": inner.node, "labels": inner.labels, "annotations": inner.annotations}})
+           "metadata": {"name": inner.node, "uid": NODE_UID, "labels": inner.labels, "annotations": inner.annotations}})
+}
+
+const LEASES_PREFIX: &str = "/apis/coordination.k8s.io/v1/namespaces/";
+
+fn is_lease_path(path: &str) -> bool {
+    path.starts_with(LEASES_PREFIX)
+}
+
+/// `(namespace, name)` of `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases/<name>`.
+fn lease_key(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix(LEASES_PREFIX)?;
+    let (ns, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix("leases/")?;
+    (!ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .then(|| (ns.to_string(), name.to_string()))
+}
+
+/// Is `v` a MicroTime as the API server parses it (RFC 3339 with a `Z` or offset)?
+fn is_micro_time(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.parse::<jiff::Timestamp>().is_ok())
+}
+
+/// A Lease apply: checks the body, then stores it (server-side apply creates when absent).
+fn lease_apply(
+    inner: &mut Inner,
+    key: (String, String),
+    query: &BTreeMap<String, String>,
+    body: Option<&Value>,
+    problems: &mut Vec<String>,
+) -> (u16, Value) {
+    if query.get("fieldManager").map(String::as_str) != Some(FIELD_MANAGER) {
+        problems.push(format!(
+            "lease apply without fieldManager={FIELD_MANAGER}: {query:?}"
+        ));
+    }
+    if query.get("force").map(String::as_str) != Some("true") {
+        problems.push(format!("lease apply without force=true: {query:?}"));
+    }
+    let Some(b) = body else {
+        problems.push("lease apply body is not JSON".into());
+        return (400, status_body(400, "not JSON"));
+    };
+    if b["apiVersion"] != "coordination.k8s.io/v1" || b["kind"] != "Lease" {
+        problems.push(format!(
+            "lease apply body is not a coordination.k8s.io/v1 Lease: {b}"
+        ));
+    }
+    if b["metadata"]["name"] != json!(key.1) || b["metadata"]["namespace"] != json!(key.0) {
+        problems.push(format!(
+            "lease body names {}/{}, the path {}/{}",
+            b["metadata"]["namespace"], b["metadata"]["name"], key.0, key.1
+        ));
+    }
+    let spec = &b["spec"];
+    if spec["holderIdentity"].as_str().is_none_or(str::is_empty) {
+        problems.push(format!("lease without holderIdentity: {spec}"));
+    }
+    if spec["leaseDurationSeconds"].as_i64().is_none_or(|d| d <= 0) {
+        problems.push(format!(
+            "lease without a positive leaseDurationSeconds: {spec}"
+        ));
+    }
+    if !is_micro_time(&spec["renewTime"]) {
+        problems.push(format!("lease renewTime is not a MicroTime: {spec}"));
+    }
+    match &b["metadata"]["ownerReferences"] {
+        Value::Null => {}
+        Value::Array(owners) => {
+            for o in owners {
+                let ok = o["apiVersion"] == "v1"
+                    && o["kind"] == "Node"
+                    && o["name"] == json!(inner.node)
+                    && o["uid"] == NODE_UID;
+                if !ok {
+                    problems.push(format!(
+                        "lease owner is not this Node (uid {NODE_UID}): {o}"
+                    ));
+                }
+            }
+        }
+        other => problems.push(format!("ownerReferences is not a list: {other}")),
+    }
+    if !problems.is_empty() {
+        return (400, status_body(400, &problems.join("; ")));
+    }
+    inner.leases.insert(key, b.clone());
+    (200, b.clone())
 }
 
 fn reply(code: u16, body: Value) -> Response {
@@ -268,11 +410,11 @@ async fn handle(
             status: 0,
             received,
         });
-        // Faults apply to PATCHes only (the agent's writes).
-        let fault = if method == Method::PATCH {
-            guard.faults.pop_front()
-        } else {
-            None
+        // Faults apply to PATCHes only (the agent's writes), from the queue of their kind.
+        let fault = match (method == Method::PATCH, is_lease_path(&path)) {
+            (true, false) => guard.faults.pop_front(),
+            (true, true) => guard.lease_faults.pop_front(),
+            (false, _) => None,
         };
         (guard.requests.len() - 1, fault)
     };
@@ -285,6 +427,26 @@ async fn handle(
     let mut problems = Vec::new();
     let (code, response) = if let Some(Fault::Status(code)) = fault {
         (code, status_body(code, "injected by the fake API server"))
+    } else if is_lease_path(&path) {
+        match (lease_key(&path), method.clone()) {
+            (None, _) => {
+                problems.push(format!("malformed Lease path {path}"));
+                (404, status_body(404, "not found"))
+            }
+            (Some(key), Method::GET) => match guard.leases.get(&key) {
+                Some(l) => (200, l.clone()),
+                None => (404, status_body(404, "lease not found")),
+            },
+            (Some(key), Method::PATCH) if content_type == "application/apply-patch+yaml" => {
+                lease_apply(&mut guard, key, &query, parsed.as_ref(), &mut problems)
+            }
+            (Some(_), m) => {
+                problems.push(format!(
+                    "unexpected {m} on a Lease, content-type {content_type:?} (the agent only applies)"
+                ));
+                (405, status_body(405, "method not allowed"))
+            }
+        }
     } else if path != node_path {
         problems.push(format!("unexpected path {path} (want {node_path})"));
         (404, status_body(404, "not found"))
