@@ -71,7 +71,11 @@ fn run_guest<H: Hypervisor>(hv: &H, exits: &mut u64) -> Result<(), BenchError> {
                 return Err(BenchError::UnexpectedExit {
                     scenario: "guest verification",
                     exit: exit.to_string(),
-                    expected: if *exits < EXITS { want.to_string() } else { "hlt".into() },
+                    expected: if *exits < EXITS {
+                        want.to_string()
+                    } else {
+                        "hlt".into()
+                    },
                 });
             }
         }

@@ -248,12 +248,16 @@ mod tests {
         let p = LabelPrefix::default();
         set_guest_verified(&mut d, &p, Some(true));
         assert_eq!(
-            d.labels.get(vocab::GUEST_VERIFIED_NODE_LABEL).map(String::as_str),
+            d.labels
+                .get(vocab::GUEST_VERIFIED_NODE_LABEL)
+                .map(String::as_str),
             Some("true")
         );
         set_guest_verified(&mut d, &p, Some(false));
         assert_eq!(
-            d.labels.get(vocab::GUEST_VERIFIED_NODE_LABEL).map(String::as_str),
+            d.labels
+                .get(vocab::GUEST_VERIFIED_NODE_LABEL)
+                .map(String::as_str),
             Some("false")
         );
         set_guest_verified(&mut d, &p, None);

@@ -13,7 +13,10 @@ fn fds() -> usize {
 }
 
 fn maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 fn cfg(root: &Path, lock: &Path, only: HypervisorKind) -> BenchConfig {
@@ -38,9 +41,9 @@ fn nothing_is_left_open_or_mapped() {
     // hypervisor ioctl fails (ENOTTY) — the error paths after open.
     let fake = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(fake.path().join("dev")).unwrap();
-    let null_ok = ["kvm", "mshv"].iter().all(|d| {
-        std::os::unix::fs::symlink("/dev/null", fake.path().join("dev").join(d)).is_ok()
-    });
+    let null_ok = ["kvm", "mshv"]
+        .iter()
+        .all(|d| std::os::unix::fs::symlink("/dev/null", fake.path().join("dev").join(d)).is_ok());
     assert!(null_ok);
     let kvm = open_device(Path::new("/"), HypervisorKind::Kvm).is_ok();
     if !kvm {

@@ -23,8 +23,7 @@ fn text(o: &Output) -> String {
 }
 
 fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(o)))
 }
 
 #[test]
@@ -34,8 +33,18 @@ fn absent_devices_are_reported_with_one_line_each_and_exit_1() {
     let out = agent(&["bench", "--host-root", r]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains(&format!("kvm: unavailable ({r}/dev/kvm): {r}/dev/kvm: absent")), "{t}");
-    assert!(t.contains(&format!("mshv: unavailable ({r}/dev/mshv): {r}/dev/mshv: absent")), "{t}");
+    assert!(
+        t.contains(&format!(
+            "kvm: unavailable ({r}/dev/kvm): {r}/dev/kvm: absent"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "mshv: unavailable ({r}/dev/mshv): {r}/dev/mshv: absent"
+        )),
+        "{t}"
+    );
     assert!(t.contains("no hypervisor ran a guest"), "{t}");
 
     let out = agent(&["bench", "--json", "--host-root", r]);
@@ -63,8 +72,14 @@ fn a_device_that_refuses_is_named_with_its_errno() {
     let out = agent(&["bench", "--json", "--host-root", r]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let j = json(&out);
-    assert_eq!(j["hypervisors"][0]["reason"], "KVM_GET_SUPPORTED_CPUID: ENOTTY (the hypervisor refused)");
-    assert_eq!(j["hypervisors"][1]["reason"], "create partition (MSHV_CREATE_PARTITION): ENOTTY (the hypervisor refused)");
+    assert_eq!(
+        j["hypervisors"][0]["reason"],
+        "KVM_GET_SUPPORTED_CPUID: ENOTTY (the hypervisor refused)"
+    );
+    assert_eq!(
+        j["hypervisors"][1]["reason"],
+        "create partition (MSHV_CREATE_PARTITION): ENOTTY (the hypervisor refused)"
+    );
     assert_eq!(j["hypervisors"][1]["errno_name"], "ENOTTY");
 
     // probe --run-guest: the guest did not run, said in the table and in JSON.
@@ -186,8 +201,20 @@ fn kvm_bench_as_a_process() {
     let lock = tempfile::tempdir().unwrap();
     let lock = lock.path().join("l");
     let out = agent(&[
-        "bench", "--json", "--hypervisor", "kvm", "--reps", "5", "--max-loop", "2000",
-        "--pages", "8", "--budget", "60s", "--lock-file", lock.to_str().unwrap(),
+        "bench",
+        "--json",
+        "--hypervisor",
+        "kvm",
+        "--reps",
+        "5",
+        "--max-loop",
+        "2000",
+        "--pages",
+        "8",
+        "--budget",
+        "60s",
+        "--lock-file",
+        lock.to_str().unwrap(),
     ]);
     let j = json(&out);
     assert_eq!(out.status.code(), Some(0), "{j}");
@@ -202,6 +229,12 @@ fn kvm_bench_as_a_process() {
         .collect();
     assert_eq!(
         names,
-        ["create-to-first-exit", "exit-to-vmm", "exit-in-hypervisor", "guest-compute", "memory-first-touch"]
+        [
+            "create-to-first-exit",
+            "exit-to-vmm",
+            "exit-in-hypervisor",
+            "guest-compute",
+            "memory-first-touch"
+        ]
     );
 }

@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mshv_node_agent::bench::{
-    self, BenchConfig, HypervisorKind, Options, Scenario, open_device,
-};
+use mshv_node_agent::bench::{self, BenchConfig, HypervisorKind, Options, Scenario, open_device};
 use mshv_node_agent::guest_verify;
 
 fn kvm_or_skip(test: &str) -> bool {
@@ -53,11 +51,17 @@ fn kvm_runs_every_scenario_to_its_exits_and_halts() {
         let r = run.get(s).unwrap();
         assert_eq!(r.error, None, "{s:?}");
         assert_eq!(r.samples, 5, "{s:?}");
-        assert!(r.ops_per_sample >= 1 && r.ops_per_sample <= 2_000, "{s:?}: {r:?}");
+        assert!(
+            r.ops_per_sample >= 1 && r.ops_per_sample <= 2_000,
+            "{s:?}: {r:?}"
+        );
         let (m, p) = (r.median_s.unwrap(), r.p99_s.unwrap());
         assert!(m > 0.0 && p >= m, "{s:?}: median {m} p99 {p}");
     }
-    assert_eq!(run.get(Scenario::MemoryFirstTouch).unwrap().ops_per_sample, 8);
+    assert_eq!(
+        run.get(Scenario::MemoryFirstTouch).unwrap().ops_per_sample,
+        8
+    );
     assert!(run.guest_compute_ratio.is_some());
     // Only one device: no mshv/kvm ratios.
     assert!(report.ratios.is_empty());
@@ -71,8 +75,8 @@ fn guest_verification_passes_on_kvm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let v = guest_verify::verify(Path::new("/"), HypervisorKind::Kvm, &dir.path().join("l"))
-        .unwrap();
+    let v =
+        guest_verify::verify(Path::new("/"), HypervisorKind::Kvm, &dir.path().join("l")).unwrap();
     assert!(v.verified, "{v:?}");
     assert_eq!(v.exits, guest_verify::EXITS);
     assert_eq!(v.errno_name, None);

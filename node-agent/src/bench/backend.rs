@@ -46,7 +46,9 @@ impl fmt::Display for HypervisorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     /// `out` to `port` (the vCPU continues after the instruction on the next run).
-    IoOut { port: u16 },
+    IoOut {
+        port: u16,
+    },
     Hlt,
     /// Anything else: named as the hypervisor names it (e.g. `KVM_EXIT_SHUTDOWN`).
     Other(String),

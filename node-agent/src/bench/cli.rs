@@ -76,7 +76,11 @@ pub fn bench(args: &BenchArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mshv-node-agent bench: {e}");
-            return ExitCode::from(if matches!(e, BenchError::Busy { .. }) { 3 } else { 2 });
+            return ExitCode::from(if matches!(e, BenchError::Busy { .. }) {
+                3
+            } else {
+                2
+            });
         }
     };
     if args.json {

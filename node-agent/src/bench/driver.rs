@@ -85,7 +85,10 @@ impl Default for Options {
 }
 
 mod duration_us {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 }
@@ -204,7 +207,12 @@ pub fn run<H: Hypervisor>(hv: &H, opts: &Options, env: &Env<'_>) -> HvRun {
                 // No VM at all on the first scenario: the hypervisor is unusable; report
                 // that once rather than the same errno five times.
                 if scenario == Scenario::CreateToFirstExit
-                    && matches!(e, BenchError::Refused { .. } | BenchError::Memory { .. } | BenchError::UnexpectedExit { .. })
+                    && matches!(
+                        e,
+                        BenchError::Refused { .. }
+                            | BenchError::Memory { .. }
+                            | BenchError::UnexpectedExit { .. }
+                    )
                 {
                     out.fatal = Some(e.clone());
                 }
@@ -296,7 +304,11 @@ fn create_to_first_exit<H: Hypervisor>(
     Ok(Measured { samples, ops: 1 })
 }
 
-fn exit_to_vmm<V: GuestVm>(vm: &mut V, opts: &Options, env: &Env<'_>) -> Result<Measured, BenchError> {
+fn exit_to_vmm<V: GuestVm>(
+    vm: &mut V,
+    opts: &Options,
+    env: &Env<'_>,
+) -> Result<Measured, BenchError> {
     let reps = opts.reps.max(1);
     let s = payload::EXIT_TO_VMM;
     vm.enter(s.entry, u64::from(reps))?;
@@ -371,25 +383,38 @@ fn host_loop(n: u64, reps: u32, env: &Env<'_>) -> Option<f64> {
     median_p99(&samples).map(|(m, _)| m)
 }
 
-fn first_touch<V: GuestVm>(vm: &mut V, opts: &Options, env: &Env<'_>) -> Result<Measured, BenchError> {
+fn first_touch<V: GuestVm>(
+    vm: &mut V,
+    opts: &Options,
+    env: &Env<'_>,
+) -> Result<Measured, BenchError> {
     let pages = opts.pages.clamp(1, payload::MAX_SCRATCH_PAGES);
     let reps = opts.reps.max(1);
     let mut samples = Vec::with_capacity(reps as usize);
     for _ in 0..reps {
         vm.map_scratch(payload::SCRATCH_GPA, pages)?;
-        let took = timed_loop(vm, payload::FIRST_TOUCH, pages, env, Scenario::MemoryFirstTouch);
+        let took = timed_loop(
+            vm,
+            payload::FIRST_TOUCH,
+            pages,
+            env,
+            Scenario::MemoryFirstTouch,
+        );
         // Unmap even when the run failed; the first error is the one reported.
         let unmapped = vm.unmap_scratch();
         let took = took?;
         unmapped?;
         samples.push(secs(took) / pages as f64);
     }
-    Ok(Measured { samples, ops: pages })
+    Ok(Measured {
+        samples,
+        ops: pages,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{Costs, Fault, FakeHv};
+    use super::super::fake::{Costs, FakeHv, Fault};
     use super::*;
 
     const US: Duration = Duration::from_micros(1);
@@ -460,7 +485,11 @@ mod tests {
         assert_eq!(hv.live_maps.get(), 0);
         assert_eq!(hv.maps.get(), 10);
         // exit-to-vmm entered once with the rep count: 10 exits then hlt.
-        assert!(hv.entered.borrow().contains(&(payload::EXIT_TO_VMM.entry, 10)));
+        assert!(
+            hv.entered
+                .borrow()
+                .contains(&(payload::EXIT_TO_VMM.entry, 10))
+        );
     }
 
     #[test]
@@ -471,7 +500,10 @@ mod tests {
             ..opts()
         };
         let out = bench(&hv, &o);
-        assert_eq!(out.get(Scenario::ExitInHypervisor).unwrap().ops_per_sample, 64);
+        assert_eq!(
+            out.get(Scenario::ExitInHypervisor).unwrap().ops_per_sample,
+            64
+        );
         assert_eq!(out.get(Scenario::GuestCompute).unwrap().ops_per_sample, 100);
         assert!(hv.entered.borrow().iter().all(|&(_, rcx)| rcx <= 100));
     }
@@ -487,7 +519,9 @@ mod tests {
         for s in Scenario::ALL {
             let r = out.get(s).unwrap();
             assert!(
-                r.error.as_deref().is_some_and(|e| e.contains("time budget of 5 ms")),
+                r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("time budget of 5 ms")),
                 "{s:?}: {r:?}"
             );
         }
@@ -505,7 +539,10 @@ mod tests {
         assert_eq!(out.scenarios.len(), 1);
         let e = out.fatal.clone().unwrap();
         assert_eq!(e.result(), "unavailable");
-        assert_eq!(e.to_string(), "create VM (fake): EPERM (the hypervisor refused)");
+        assert_eq!(
+            e.to_string(),
+            "create VM (fake): EPERM (the hypervisor refused)"
+        );
         assert_eq!(hv.live_vms.get(), 0);
     }
 
@@ -520,7 +557,11 @@ mod tests {
             e,
             "exit-to-vmm: unexpected exit KVM exit Shutdown (expected io-out port 0x10)"
         );
-        for s in [Scenario::ExitInHypervisor, Scenario::GuestCompute, Scenario::MemoryFirstTouch] {
+        for s in [
+            Scenario::ExitInHypervisor,
+            Scenario::GuestCompute,
+            Scenario::MemoryFirstTouch,
+        ] {
             assert_eq!(out.get(s).unwrap().error, None);
         }
         assert_eq!(hv.live_vms.get(), 0);

@@ -63,11 +63,19 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("sys/module/kvm_pvm")).unwrap();
         std::fs::create_dir_all(root.path().join("proc")).unwrap();
-        std::fs::write(root.path().join("proc/cpuinfo"), "flags\t\t: fpu hypervisor\n").unwrap();
+        std::fs::write(
+            root.path().join("proc/cpuinfo"),
+            "flags\t\t: fpu hypervisor\n",
+        )
+        .unwrap();
         assert_eq!(describe(root.path(), HypervisorKind::Kvm), KVM_PVM);
         std::fs::remove_dir(root.path().join("sys/module/kvm_pvm")).unwrap();
         std::fs::create_dir_all(root.path().join("sys/module/kvm_intel")).unwrap();
-        std::fs::write(root.path().join("proc/cpuinfo"), "flags\t\t: fpu vmx hypervisor\n").unwrap();
+        std::fs::write(
+            root.path().join("proc/cpuinfo"),
+            "flags\t\t: fpu vmx hypervisor\n",
+        )
+        .unwrap();
         assert_eq!(
             describe(root.path(), HypervisorKind::Kvm),
             "kvm_intel (VMX), nested: this kernel runs under a hypervisor"

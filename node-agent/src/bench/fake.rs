@@ -169,7 +169,9 @@ impl GuestVm for FakeVm {
                     port: payload::EXIT_TO_VMM.port,
                 });
             }
-            e if e == payload::EXIT_IN_HYPERVISOR.entry => (c.cpuid, payload::EXIT_IN_HYPERVISOR.port),
+            e if e == payload::EXIT_IN_HYPERVISOR.entry => {
+                (c.cpuid, payload::EXIT_IN_HYPERVISOR.port)
+            }
             e if e == payload::GUEST_COMPUTE.entry => (c.compute, payload::GUEST_COMPUTE.port),
             e if e == payload::FIRST_TOUCH.entry => {
                 if !self.scratch {

@@ -202,12 +202,21 @@ pub fn row(
     let (result, reason, errno, run) = match outcome {
         Err(e) => (e.result(), Some(e.to_string()), e.errno(), None),
         Ok(run) => match &run.fatal {
-            Some(e) => (e.result(), Some(e.to_string()), e.errno(), Some(run.clone())),
+            Some(e) => (
+                e.result(),
+                Some(e.to_string()),
+                e.errno(),
+                Some(run.clone()),
+            ),
             None => {
                 let failed: Vec<String> = run
                     .scenarios
                     .iter()
-                    .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.scenario.as_str())))
+                    .filter_map(|s| {
+                        s.error
+                            .as_ref()
+                            .map(|e| format!("{}: {e}", s.scenario.as_str()))
+                    })
                     .collect();
                 if failed.is_empty() {
                     ("ok", None, None, Some(run))
@@ -239,12 +248,17 @@ pub fn ratios(rows: &[HvReport]) -> Vec<Ratio> {
     };
     Scenario::ALL
         .iter()
-        .filter_map(|&s| match (median(HypervisorKind::Mshv, s), median(HypervisorKind::Kvm, s)) {
-            (Some(m), Some(k)) if k > 0.0 => Some(Ratio {
-                scenario: s,
-                mshv_over_kvm: m / k,
-            }),
-            _ => None,
+        .filter_map(|&s| {
+            match (
+                median(HypervisorKind::Mshv, s),
+                median(HypervisorKind::Kvm, s),
+            ) {
+                (Some(m), Some(k)) if k > 0.0 => Some(Ratio {
+                    scenario: s,
+                    mshv_over_kvm: m / k,
+                }),
+                _ => None,
+            }
         })
         .collect()
 }

@@ -161,9 +161,14 @@ mod tests {
     fn image_holds_tables_and_code_and_ports_match() {
         let img = image();
         assert!(img.len() < MAIN_SIZE);
-        assert_eq!(img[offset(PML4_GPA)], 0x03 | 0x00);
-        assert_eq!(&img[offset(PML4_GPA)..offset(PML4_GPA) + 8], &(PDPT_GPA | 3).to_le_bytes());
-        assert_eq!(&img[offset(PD_GPA + 8)..offset(PD_GPA + 16)], &(SCRATCH_GPA | 0x83).to_le_bytes());
+        assert_eq!(
+            &img[offset(PML4_GPA)..offset(PML4_GPA) + 8],
+            &(PDPT_GPA | 3).to_le_bytes()
+        );
+        assert_eq!(
+            &img[offset(PD_GPA + 8)..offset(PD_GPA + 16)],
+            &(SCRATCH_GPA | 0x83).to_le_bytes()
+        );
         for (s, code) in [
             (EXIT_TO_VMM, EXIT_TO_VMM_CODE),
             (EXIT_IN_HYPERVISOR, EXIT_IN_HYPERVISOR_CODE),

@@ -103,7 +103,12 @@ pub async fn run(cfg: ScheduleConfig, health: Arc<HealthState>, mut stop: watch:
             match tokio::task::spawn_blocking(move || super::run(&bench)).await {
                 Ok(Ok(report)) => {
                     for h in &report.hypervisors {
-                        info!(hypervisor = h.hypervisor.as_str(), result = h.result, reason = h.reason.as_deref().unwrap_or("-"), "bench");
+                        info!(
+                            hypervisor = h.hypervisor.as_str(),
+                            result = h.result,
+                            reason = h.reason.as_deref().unwrap_or("-"),
+                            "bench"
+                        );
                     }
                     health.record_bench(&report);
                 }
@@ -133,10 +138,29 @@ mod tests {
         let b = Some((1, 9, 3));
         assert!(guest_due(h, None, a, t0));
         assert!(!guest_due(None, None, a, t0), "0 = off");
-        assert!(!guest_due(h, None, None, t0), "nothing to try without a node");
-        assert!(!guest_due(h, Some((t0, a)), a, t0 + Duration::from_secs(60)));
-        assert!(guest_due(h, Some((t0, a)), b, t0 + Duration::from_secs(60)), "recreated");
-        assert!(guest_due(h, Some((t0, None)), a, t0 + Duration::from_secs(1)), "appeared");
-        assert!(guest_due(h, Some((t0, a)), a, t0 + Duration::from_secs(3600)));
+        assert!(
+            !guest_due(h, None, None, t0),
+            "nothing to try without a node"
+        );
+        assert!(!guest_due(
+            h,
+            Some((t0, a)),
+            a,
+            t0 + Duration::from_secs(60)
+        ));
+        assert!(
+            guest_due(h, Some((t0, a)), b, t0 + Duration::from_secs(60)),
+            "recreated"
+        );
+        assert!(
+            guest_due(h, Some((t0, None)), a, t0 + Duration::from_secs(1)),
+            "appeared"
+        );
+        assert!(guest_due(
+            h,
+            Some((t0, a)),
+            a,
+            t0 + Duration::from_secs(3600)
+        ));
     }
 }
