@@ -83,7 +83,3 @@ impl Drop for GuestMemory {
         }
     }
 }
-
-// SAFETY: the mapping is plain memory owned by this value; moving it to another thread
-// (the agent runs benches on a blocking thread) moves that ownership with it.
-unsafe impl Send for GuestMemory {}
