@@ -156,13 +156,17 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
         .iter()
         .map(|&k| (k, open_device(&cfg.host_root, k)))
         .collect();
-    let usable = opened.iter().filter(|(_, f)| f.is_ok()).count().max(1);
-    let share = cfg.options.budget / u32::try_from(usable).unwrap_or(1);
+    let mut waiting = opened.iter().filter(|(_, f)| f.is_ok()).count();
     let mut hypervisors = Vec::new();
     for (kind, file) in opened {
         let environment = environment::describe(&cfg.host_root, kind);
         let device = cfg.host_root.join(kind.device()).display().to_string();
         let outcome = file.and_then(|file| {
+            // What is left of the budget, shared by the devices still to run: a device that
+            // fails at once leaves its share to the next one.
+            let remaining = cfg.options.budget.saturating_sub(started.elapsed());
+            let share = remaining / u32::try_from(waiting.max(1)).unwrap_or(1);
+            waiting = waiting.saturating_sub(1);
             let env = driver::Env {
                 clock: &clock,
                 host_loop: &host_loop::dec_jnz,
