@@ -269,3 +269,123 @@ pub fn ratios(rows: &[HvReport]) -> Vec<Ratio> {
 
 /// Default budget for the scheduled bench in the agent (the CLI's default too).
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{Costs, FakeHv};
+    use super::*;
+
+    fn fake_run(pio_us: u64) -> HvRun {
+        let us = Duration::from_micros(1);
+        let hv = FakeHv::new(Costs {
+            create: Duration::from_millis(2),
+            pio: us * u32::try_from(pio_us).unwrap(),
+            cpuid: us,
+            compute: us,
+            touch: us,
+        });
+        let clock = hv.clock.clone();
+        let host = clock.clone();
+        let host_loop = move |n: u64| host.advance(Duration::from_nanos(n));
+        let opts = Options {
+            reps: 4,
+            ..Options::default()
+        };
+        let env = driver::Env {
+            clock: &clock,
+            host_loop: &host_loop,
+            deadline: Duration::from_secs(60),
+            budget: Duration::from_secs(60),
+        };
+        driver::run(&hv, &opts, &env)
+    }
+
+    #[test]
+    fn both_rows_give_ratios_a_table_column_and_exit_0() {
+        let rows = vec![
+            row(
+                HypervisorKind::Kvm,
+                "/dev/kvm".into(),
+                "kvm_intel (VMX)".into(),
+                Ok(fake_run(20)),
+            ),
+            row(
+                HypervisorKind::Mshv,
+                "/dev/mshv".into(),
+                "mshv_root".into(),
+                Ok(fake_run(5)),
+            ),
+        ];
+        let ratios = ratios(&rows);
+        let exit = ratios
+            .iter()
+            .find(|r| r.scenario == Scenario::ExitToVmm)
+            .unwrap();
+        assert!((exit.mshv_over_kvm - 0.25).abs() < 1e-9);
+        // create: (2 ms + 5 µs) / (2 ms + 20 µs).
+        let create = ratios
+            .iter()
+            .find(|r| r.scenario == Scenario::CreateToFirstExit)
+            .unwrap();
+        assert!((create.mshv_over_kvm - 2.005 / 2.020).abs() < 1e-9);
+        let report = BenchReport {
+            host_root: "/".into(),
+            options: Options::default(),
+            wall_seconds: 0.5,
+            hypervisors: rows,
+            ratios,
+        };
+        assert_eq!(report.exit_code(), 0);
+        let table = report::human(&report);
+        assert!(table.contains("| scenario (per operation) | kvm median | kvm p99 | mshv median | mshv p99 | mshv/kvm |"), "{table}");
+        assert!(table.contains("| exit-to-vmm (port-I/O exit to this process and re-entry) | 20.00 µs | 20.00 µs | 5.00 µs | 5.00 µs | 0.25 |"), "{table}");
+        assert!(!table.contains("kvm_pvm"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ratios"][1]["scenario"], "exit-to-vmm");
+        assert_eq!(json["hypervisors"][1]["scenarios"][1]["median_s"], 5e-6);
+    }
+
+    #[test]
+    fn results_and_exit_codes() {
+        let absent = row(
+            HypervisorKind::Mshv,
+            "/dev/mshv".into(),
+            "mshv".into(),
+            Err(BenchError::Absent {
+                path: "/dev/mshv".into(),
+            }),
+        );
+        assert_eq!(absent.result, "unavailable");
+        assert_eq!(absent.reason.as_deref(), Some("/dev/mshv: absent"));
+        let denied = row(
+            HypervisorKind::Kvm,
+            "/dev/kvm".into(),
+            environment::KVM_PVM.into(),
+            Err(BenchError::Open {
+                path: "/dev/kvm".into(),
+                errno: libc::EACCES,
+                detail: open_hint(libc::EACCES).into(),
+            }),
+        );
+        assert_eq!(denied.errno_name.as_deref(), Some("EACCES"));
+        let mut report = BenchReport {
+            host_root: "/".into(),
+            options: Options::default(),
+            wall_seconds: 0.0,
+            hypervisors: vec![denied, absent],
+            ratios: vec![],
+        };
+        assert_eq!(report.exit_code(), 1);
+        let mut failed = fake_run(10);
+        failed.scenarios[1].error = Some("boom".into());
+        report
+            .hypervisors
+            .push(row(HypervisorKind::Kvm, "x".into(), "y".into(), Ok(failed)));
+        assert_eq!(report.hypervisors[2].result, "error");
+        assert_eq!(
+            report.hypervisors[2].reason.as_deref(),
+            Some("exit-to-vmm: boom")
+        );
+        assert_eq!(report.exit_code(), 2);
+    }
+}
