@@ -160,10 +160,12 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## bench: one table for the policy (vs the floor) and one for the agent
+## bench: one table for the policy (vs the floor), one for the agent, and the hypervisor
+## table (`mshv-node-agent bench`: KVM and mshv on this machine, each row saying what it is)
 bench: policy.wasm floor.wasm
 	cargo bench -q --bench policy
 	cargo bench -q -p mshv-node-agent --bench agent
+	cargo run --locked -q --release -p mshv-node-agent -- bench || [ $$? -eq 1 ]
 	$(MAKE) -s bench-policy-server-if-policy-server
 
 ## fuzz: the native entry point with FUZZ_CASES generated inputs per property, the same

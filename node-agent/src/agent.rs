@@ -138,6 +138,9 @@ pub async fn run<S: Sys>(
     let mut last_state: Option<State> = None;
     let mut last_access: Option<AccessReport> = None;
     let device_node = prober.options().host_root.join("dev/mshv");
+    // The guest verification runs on its own schedule (bench::schedule); its result joins
+    // the labels here, and a change wakes the loop so the label follows at once.
+    let mut guest_rx = health.subscribe_guest_verified();
     announce_start(publisher, cfg, health);
 
     loop {
@@ -147,6 +150,7 @@ pub async fn run<S: Sys>(
         };
         tokio::select! {
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            Ok(()) = guest_rx.changed() => {}
             () = &mut shutdown => break,
         }
         let now = Instant::now();
@@ -165,9 +169,11 @@ pub async fn run<S: Sys>(
             next_probe = now + cfg.interval;
         }
 
-        let Some(want) = desired.as_ref() else {
+        let Some(want) = desired.as_mut() else {
             continue;
         };
+        labels::set_guest_verified(want, &cfg.prefix, *guest_rx.borrow_and_update());
+        let want = &*want;
         match sync.decide(want, now, cfg.refresh) {
             Decision::Backoff => {}
             Decision::Unchanged => {

@@ -1,4 +1,4 @@
-//! Command line: `probe`, `run`, `cleanup`.
+//! Command line: `probe`, `run`, `cleanup`, `bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +43,21 @@ impl FromStr for HumanDuration {
     }
 }
 
+/// An interval that `0` switches off (`--bench-interval 0`): `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Option<Duration>);
+
+impl FromStr for Interval {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "0" {
+            return Ok(Self(None));
+        }
+        s.parse::<HumanDuration>().map(|d| Self(Some(d.0)))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PublishKind {
     /// Server-side apply on the Node object.
@@ -62,6 +77,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Probe once and print the result. Exit 0 capable, 1 not capable, 2 probe error.
@@ -72,6 +89,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Remove the agent's labels and annotation (or its NFD file): for uninstall.
     Cleanup(CleanupArgs),
+    /// Time KVM and mshv side by side with a tiny guest. Exit 0 ran, 1 nothing could run,
+    /// 2 a bench failed, 3 another bench is running.
+    Bench(crate::bench::cli::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +109,10 @@ pub struct ProbeArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run a tiny guest on /dev/mshv (guest-run verification). A capable node whose
+    /// guest fails exits 1.
+    #[arg(long)]
+    pub run_guest: bool,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -180,6 +204,13 @@ pub struct RunArgs {
     /// Log level of the agent (error, warn, info, debug, trace).
     #[arg(long, default_value = "info", env = "LOG_LEVEL")]
     pub log_level: LevelFilter,
+    /// Run a tiny guest on /dev/mshv at start, when the device node changes, and at most
+    /// this often (the guest-verified label); 0 = off.
+    #[arg(long, default_value = "6h")]
+    pub guest_verify_interval: Interval,
+    /// Run the hypervisor bench at start and this often (the bench metrics); 0 = off.
+    #[arg(long, default_value = "24h")]
+    pub bench_interval: Interval,
     #[command(flatten)]
     pub publish: PublishArgs,
     #[command(flatten)]
@@ -238,6 +269,7 @@ pub fn main() -> ExitCode {
             let span = info_span!("agent", node = %args.node_name);
             block_on(logged(cleanup(args)).instrument(span))
         }
+        Command::Bench(args) => crate::bench::cli::bench(&args),
     }
 }
 
@@ -286,6 +318,8 @@ struct ProbeOutput<'a> {
     #[serde(flatten)]
     report: &'a crate::probe::ProbeReport,
     device_access: device_access::AccessReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guest_verification: Option<crate::bench::cli::GuestOutput>,
     status_hint: String,
 }
 
@@ -298,10 +332,15 @@ fn probe(args: &ProbeArgs) -> ExitCode {
         &AccessPolicy::default(),
     );
     let status_hint = "curl http://<metrics-addr>/status on a running agent (run --metrics-addr, default 0.0.0.0:8080)".to_string();
+    let guest = args
+        .run_guest
+        .then(|| crate::bench::cli::run_guest(&args.host.host_root));
+    let guest_failed = guest.as_ref().is_some_and(|g| g.verified == Some(false));
     let out = if args.json {
         let output = ProbeOutput {
             report: &report,
             device_access: access,
+            guest_verification: guest,
             status_hint,
         };
         match serde_json::to_string_pretty(&output) {
@@ -312,14 +351,23 @@ fn probe(args: &ProbeArgs) -> ExitCode {
             }
         }
     } else {
+        let guest_line = guest
+            .map(|g| format!("guest run: {}\n", g.line()))
+            .unwrap_or_default();
         format!(
-            "{}device access: {} (run --device-mode, default 0666)\nstatus: {status_hint}\n",
+            "{}device access: {} (run --device-mode, default 0666)\n{guest_line}status: {status_hint}\n",
             render::human(&report),
             access.detail
         )
     };
     print!("{out}");
-    ExitCode::from(report.state.exit_code())
+    // `capable` keeps its meaning; a capable node whose guest did not run is not capable
+    // for this command's exit code, which is what `--run-guest` asks.
+    let code = match report.state.exit_code() {
+        0 if guest_failed => 1,
+        c => c,
+    };
+    ExitCode::from(code)
 }
 
 async fn kube_client(timeout: Duration) -> anyhow::Result<kube::Client> {
@@ -409,6 +457,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         backoff_cap: args.max_backoff.0,
         device_access: args.device.access_policy(),
     };
+    let schedule = crate::bench::cli::schedule_config(
+        &args.host.host_root,
+        args.guest_verify_interval.0,
+        args.bench_interval.0,
+        interval,
+    );
+    let scheduled = tokio::spawn(
+        crate::bench::schedule::run(schedule, Arc::clone(&health), stop_rx.clone())
+            .in_current_span(),
+    );
     let mut prober = Prober::new(
         HostSys,
         probe_options(&args.host, args.fingerprint_interval.0),
@@ -420,6 +478,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         && let Err(e) = lease.await
     {
         warn!(error = %e, "Lease task failed");
+    }
+    if let Err(e) = scheduled.await {
+        warn!(error = %e, "guest verification / bench task failed");
     }
     if let Some(plugin) = plugin
         && let Err(e) = plugin.await

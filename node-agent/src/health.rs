@@ -31,6 +31,8 @@ pub struct HealthState {
     status: Mutex<Status>,
     /// `true` while the last probe said `capable`; the device plugin's health.
     capable: watch::Sender<bool>,
+    /// The last guest verification (`None`: not tried); the agent loop's guest-verified label.
+    guest_verified: watch::Sender<Option<bool>>,
 }
 
 impl Default for HealthState {
@@ -46,6 +48,7 @@ impl HealthState {
             ready: AtomicBool::new(false),
             status: Mutex::new(Status::default()),
             capable: watch::Sender::new(false),
+            guest_verified: watch::Sender::new(None),
         }
     }
 
@@ -65,6 +68,30 @@ impl HealthState {
     /// Follow "the node is capable" (the current value first, then every change).
     pub fn subscribe_capable(&self) -> watch::Receiver<bool> {
         self.capable.subscribe()
+    }
+
+    /// Record a guest verification (`None`: withdrawn, e.g. the device node went away):
+    /// metrics, `/status`, and the channel the agent loop turns into the label.
+    pub fn record_guest_verification(&self, v: Option<&crate::guest_verify::GuestVerification>) {
+        self.metrics.observe_guest_verification(v);
+        self.update_status(|s| s.guest_verification = v.cloned());
+        let value = v.map(|v| v.verified);
+        self.guest_verified.send_if_modified(|g| {
+            let changed = *g != value;
+            *g = value;
+            changed
+        });
+    }
+
+    /// Follow the guest verification result (the current value first, then every change).
+    pub fn subscribe_guest_verified(&self) -> watch::Receiver<Option<bool>> {
+        self.guest_verified.subscribe()
+    }
+
+    /// Record a finished bench: metrics and `/status`.
+    pub fn record_bench(&self, report: &crate::bench::BenchReport) {
+        self.metrics.observe_bench(report);
+        self.update_status(|s| s.bench = Some(crate::status::BenchStatus::from(report)));
     }
 
     /// Change the `/status` document. A poisoned lock (a panic elsewhere while holding it)

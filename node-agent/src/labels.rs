@@ -26,8 +26,15 @@ pub const KEY_PARTITION_TYPE: &str = vocab::PARTITION_TYPE;
 pub const KEY_HV_BUILD: &str = vocab::HV_BUILD;
 pub const KEY_UAPI: &str = vocab::UAPI;
 pub const KEY_PROBE: &str = vocab::PROBE;
+pub const KEY_GUEST_VERIFIED: &str = vocab::GUEST_VERIFIED;
 /// Every label name the agent may set (for cleanup).
-pub const LABEL_NAMES: [&str; 4] = [KEY_CAPABLE, KEY_PARTITION_TYPE, KEY_HV_BUILD, KEY_UAPI];
+pub const LABEL_NAMES: [&str; 5] = [
+    KEY_CAPABLE,
+    KEY_PARTITION_TYPE,
+    KEY_HV_BUILD,
+    KEY_UAPI,
+    KEY_GUEST_VERIFIED,
+];
 
 const MAX_LABEL_VALUE: usize = 63;
 const MAX_PREFIX: usize = 253;
@@ -196,9 +203,60 @@ pub fn desired(report: &ProbeReport, prefix: &LabelPrefix) -> Desired {
     }
 }
 
+/// Add (`Some`) or leave out (`None`: not tried) `<prefix>guest-verified=true|false`.
+/// Kept apart from [`desired`]: the verification runs on its own schedule, not per probe.
+pub fn set_guest_verified(desired: &mut Desired, prefix: &LabelPrefix, verified: Option<bool>) {
+    let key = prefix.key(KEY_GUEST_VERIFIED);
+    match verified {
+        Some(v) => {
+            desired.labels.insert(key, v.to_string());
+        }
+        None => {
+            desired.labels.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_verified_label_is_set_replaced_and_withdrawn() {
+        let mut d = Desired {
+            labels: BTreeMap::new(),
+            annotation_key: String::new(),
+            annotation: ProbeAnnotation {
+                state: String::new(),
+                capable: false,
+                errno: None,
+                errno_name: None,
+                reason: String::new(),
+                partition_type: String::new(),
+                hv_build: None,
+                uapi: None,
+                kernel: None,
+                agent_version: String::new(),
+            },
+        };
+        let p = LabelPrefix::default();
+        set_guest_verified(&mut d, &p, Some(true));
+        assert_eq!(
+            d.labels
+                .get(vocab::GUEST_VERIFIED_NODE_LABEL)
+                .map(String::as_str),
+            Some("true")
+        );
+        set_guest_verified(&mut d, &p, Some(false));
+        assert_eq!(
+            d.labels
+                .get(vocab::GUEST_VERIFIED_NODE_LABEL)
+                .map(String::as_str),
+            Some("false")
+        );
+        set_guest_verified(&mut d, &p, None);
+        assert!(d.labels.is_empty());
+    }
 
     #[test]
     fn prefix_validation() {

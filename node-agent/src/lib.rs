@@ -8,9 +8,11 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod bench;
 pub mod cli;
 pub mod device_access;
 pub mod device_plugin;
+pub mod guest_verify;
 pub mod health;
 pub mod labels;
 pub mod logging;

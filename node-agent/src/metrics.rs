@@ -19,6 +19,13 @@
 //! - `mshv_node_agent_lease_last_renewal_timestamp_seconds`: Unix time of the last
 //!   successful renewal; 0 until the first; no series when the Lease is off (`--lease=false`,
 //!   `--publish nfd`), so an alert on its age never fires for agents that keep none.
+//! - `mshv_node_agent_bench_seconds{hypervisor,scenario,quantile}`: the last bench, seconds
+//!   per operation, quantile 0.5 and 0.99 (series of a hypervisor that did not run are dropped).
+//! - `mshv_node_agent_bench_guest_compute_ratio{hypervisor}`: guest loop / host loop medians.
+//! - `mshv_node_agent_bench_last_run_timestamp_seconds{hypervisor}`: last successful run.
+//! - `mshv_node_agent_bench_runs_total{hypervisor,result}`: ok | unavailable | error.
+//! - `mshv_node_agent_guest_verified`: 1 a guest ran on /dev/mshv, 0 it failed; absent until tried.
+//! - `mshv_node_agent_guest_verifications_total{result}`: ok | error.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -27,6 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 use crate::probe::ProbeReport;
 
@@ -64,6 +72,74 @@ pub struct InfoLabels {
     pub kernel: String,
     pub hv_build: String,
     pub partition_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BenchLabels {
+    pub hypervisor: String,
+    pub scenario: String,
+    pub quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HypervisorLabel {
+    pub hypervisor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BenchRunLabels {
+    pub hypervisor: String,
+    pub result: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The bench's and guest verification's series (kept apart from the probe's).
+#[derive(Debug, Default)]
+struct BenchMetrics {
+    seconds: Family<BenchLabels, FloatGauge>,
+    ratio: Family<HypervisorLabel, FloatGauge>,
+    last_run: Family<HypervisorLabel, FloatGauge>,
+    runs: Family<BenchRunLabels, Counter>,
+    guest_verified: Family<Unlabelled, Gauge>,
+    guest_verifications: Family<ResultLabel, Counter>,
+}
+
+impl BenchMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "bench",
+            "Last hypervisor bench: seconds per operation by hypervisor, scenario and quantile",
+            Unit::Seconds,
+            self.seconds.clone(),
+        );
+        registry.register(
+            "bench_guest_compute_ratio",
+            "Last bench: guest-compute loop median over the same loop's host median",
+            self.ratio.clone(),
+        );
+        registry.register_with_unit(
+            "bench_last_run_timestamp",
+            "Unix time of the last successful bench per hypervisor",
+            Unit::Seconds,
+            self.last_run.clone(),
+        );
+        registry.register(
+            "bench_runs",
+            "Benches by hypervisor and result (ok, unavailable, error)",
+            self.runs.clone(),
+        );
+        registry.register(
+            "guest_verified",
+            "1 when a guest really ran on /dev/mshv, 0 when the last try failed; absent until tried",
+            self.guest_verified.clone(),
+        );
+        registry.register(
+            "guest_verifications",
+            "Guest-run verifications by result (ok, error)",
+            self.guest_verifications.clone(),
+        );
+    }
 }
 
 /// A gauge family with no labels, so the series can be absent (`clear`) when unknown.
@@ -104,6 +180,7 @@ pub struct Metrics {
     info: Family<InfoLabels, Gauge>,
     lease_renewals: Family<ResultLabel, Counter>,
     lease_last_renewal: Family<Unlabelled, Gauge>,
+    bench: BenchMetrics,
 }
 
 impl Default for Metrics {
@@ -198,6 +275,8 @@ impl Metrics {
             Unit::Seconds,
             lease_last_renewal.clone(),
         );
+        let bench = BenchMetrics::default();
+        bench.register(&mut registry);
         let metrics = Self {
             registry,
             capable,
@@ -214,6 +293,7 @@ impl Metrics {
             info,
             lease_renewals,
             lease_last_renewal,
+            bench,
         };
         metrics.set_plugin_state(PLUGIN_STATE_INITIAL);
         metrics
@@ -320,6 +400,71 @@ impl Metrics {
             self.lease_last_renewal
                 .get_or_create(&Vec::new())
                 .set(unix_seconds);
+        }
+    }
+
+    /// A finished bench: replaces the per-hypervisor gauges of every hypervisor it covered
+    /// (a row that did not run drops its series rather than keep stale numbers).
+    pub fn observe_bench(&self, report: &crate::bench::BenchReport) {
+        let b = &self.bench;
+        for h in &report.hypervisors {
+            let hv = h.hypervisor.as_str().to_string();
+            b.runs
+                .get_or_create(&BenchRunLabels {
+                    hypervisor: hv.clone(),
+                    result: h.result.to_string(),
+                })
+                .inc();
+            let hv_label = HypervisorLabel {
+                hypervisor: hv.clone(),
+            };
+            for s in crate::bench::Scenario::ALL {
+                for q in ["0.5", "0.99"] {
+                    b.seconds.remove(&BenchLabels {
+                        hypervisor: hv.clone(),
+                        scenario: s.as_str().to_string(),
+                        quantile: q.to_string(),
+                    });
+                }
+            }
+            b.ratio.remove(&hv_label);
+            let Some(run) = &h.run else { continue };
+            for r in &run.scenarios {
+                for (q, v) in [("0.5", r.median_s), ("0.99", r.p99_s)] {
+                    if let Some(v) = v {
+                        b.seconds
+                            .get_or_create(&BenchLabels {
+                                hypervisor: hv.clone(),
+                                scenario: r.scenario.as_str().to_string(),
+                                quantile: q.to_string(),
+                            })
+                            .set(v);
+                    }
+                }
+            }
+            if let Some(ratio) = run.guest_compute_ratio {
+                b.ratio.get_or_create(&hv_label).set(ratio);
+            }
+            if h.result == "ok" {
+                let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+                b.last_run.get_or_create(&hv_label).set(now);
+            }
+        }
+    }
+
+    /// A guest verification (`None`: withdrawn, the gauge disappears).
+    pub fn observe_guest_verification(&self, v: Option<&crate::guest_verify::GuestVerification>) {
+        let b = &self.bench;
+        b.guest_verified.clear();
+        if let Some(v) = v {
+            b.guest_verified
+                .get_or_create(&Vec::new())
+                .set(i64::from(v.verified));
+            b.guest_verifications
+                .get_or_create(&ResultLabel {
+                    result: if v.verified { "ok" } else { "error" }.to_string(),
+                })
+                .inc();
         }
     }
 

@@ -24,6 +24,10 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// The agent's liveness Lease (`None` when it keeps none: `--lease=false`, NFD mode).
     pub lease: Option<LeaseStatus>,
+    /// The last guest-run verification on /dev/mshv (`None`: not tried).
+    pub guest_verification: Option<crate::guest_verify::GuestVerification>,
+    /// The last scheduled bench (`None`: none finished yet, or `--bench-interval 0`).
+    pub bench: Option<BenchStatus>,
     /// Things a person should look at, one sentence each (also logged at WARN).
     pub warnings: Vec<String>,
 }
@@ -40,6 +44,8 @@ impl Default for Status {
             device_access: None,
             last_error: None,
             lease: None,
+            guest_verification: None,
+            bench: None,
             warnings: Vec::new(),
         }
     }
@@ -165,6 +171,23 @@ pub struct LastError {
     pub component: &'static str,
     pub message: String,
     pub at: String,
+}
+
+/// The last bench: the whole report (a few KiB) and when it finished.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchStatus {
+    pub at: String,
+    #[serde(flatten)]
+    pub report: crate::bench::BenchReport,
+}
+
+impl From<&crate::bench::BenchReport> for BenchStatus {
+    fn from(report: &crate::bench::BenchReport) -> Self {
+        Self {
+            at: now(),
+            report: report.clone(),
+        }
+    }
 }
 
 pub fn now() -> String {
