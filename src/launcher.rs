@@ -332,22 +332,6 @@ fn read_layout(container: &Value, settings: &Settings) -> Result<HypervisorFlag,
     }
 }
 
-/// The value the launcher's `--hypervisor` flag carries (`None` when it takes none): the same
-/// reading the decision makes, for tests and tools that check a Pod after the policy.
-pub fn hypervisor_value<'v>(container: &'v Value, flag: HypervisorFlag) -> Option<&'v str> {
-    let (list, index, joined) = match flag {
-        HypervisorFlag::Absent => return None,
-        HypervisorFlag::Separate(l, i) => (l, i, false),
-        HypervisorFlag::Joined(l, i) => (l, i, true),
-    };
-    let item = container.get(list.key())?.get(index)?.as_str()?;
-    if joined {
-        item.strip_prefix("--hypervisor=")
-    } else {
-        Some(item)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,24 +479,6 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(recognize(&p, "default", &s).unwrap().unknown_layout, None);
-    }
-
-    #[test]
-    fn hypervisor_value_reads_both_forms() {
-        let c = json!({"command": ["/m", "--hypervisor=kvm"], "args": ["--hypervisor", "hyperv-direct"]});
-        assert_eq!(
-            hypervisor_value(&c, HypervisorFlag::Joined(ArgList::Command, 1)),
-            Some("kvm")
-        );
-        assert_eq!(
-            hypervisor_value(&c, HypervisorFlag::Separate(ArgList::Args, 1)),
-            Some("hyperv-direct")
-        );
-        assert_eq!(hypervisor_value(&c, HypervisorFlag::Absent), None);
-        assert_eq!(
-            hypervisor_value(&c, HypervisorFlag::Separate(ArgList::Args, 9)),
-            None
-        );
     }
 
     #[rstest]

@@ -700,7 +700,10 @@ mod tests {
     /// nobody renders is left exactly as it came, with the reason and a warning.
     #[test]
     fn main_layout_is_switched_in_args_and_unknown_layouts_are_left_alone() {
-        let host = FakeHost::default().with("list_resources_all/Node", Ok(capable_nodes()));
+        // Mixed mode counts only nodes that also serve the KVM device.
+        let mut nodes = capable_nodes();
+        nodes["items"][0]["status"]["allocatable"]["devices.kubevirt.io/kvm"] = json!("1k");
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(nodes));
         let mixed = json!({"gate": {"mode": "enabled"}, "mixedMode": true,
                            "launcherImages": ["quay.io/kubevirt/virt-launcher"],
                            "liveMigration": {"keepOnKvm": []}});
