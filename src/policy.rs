@@ -368,7 +368,10 @@ fn apply_decision<'a>(
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     };
     let mut changed = false;
-    if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
+    // A layout the policy does not know is left exactly as rendered: no memory edit either
+    // (an mshv-rendered launcher would otherwise still get the delta).
+    let as_rendered = d.reason == Reason::LauncherLayoutUnknown;
+    if d.hypervisor == Hypervisor::Mshv && !as_rendered && !terms.is_zero() {
         match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
             Ok((c, report_warnings)) => {
                 changed = c;
