@@ -66,8 +66,14 @@ annotated-policy.wasm: policy.wasm metadata.yml README.md
 
 ## demo: evaluate the sample v1.8 launcher Pod with the real .wasm and show decision and patch
 demo: policy.wasm
+	@echo "== KubeVirt v1.8/v1.9 layout (flags in command), mixed mode"
 	cargo run -q --example evaluate -- \
 	  --request tests/data/launcher-v1.8-kvm.json \
+	  --settings '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' \
+	  --session tests/data/sessions/nodes-mixed.yml
+	@echo "== KubeVirt main layout (command: virt-launcher-monitor, flags in args), mixed mode"
+	cargo run -q --example evaluate -- \
+	  --request tests/data/launcher-main-kvm.json \
 	  --settings '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' \
 	  --session tests/data/sessions/nodes-mixed.yml
 

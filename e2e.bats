@@ -155,7 +155,7 @@ check_patch() {
 }
 
 @test "mixed-no-kvm-node: mixed mode: mshv nodes that do not advertise the kvm device do not count" {
-  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-nodes-capable.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch mixed-no-kvm-node
@@ -189,10 +189,10 @@ check_patch() {
   check_patch mixed-dedicated
 }
 
-@test "mixed-migration-source-mshv: mixed mode: a migration target gets its mshv source's edits" {
+@test "mixed-migration-source-mshv: mixed mode: a migration target gets its mshv source's edits, with a warning that it will fail" {
   run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' mixed-migration-source-mshv.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
-  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"no dirty-page logging"* ]]
   check_patch mixed-migration-source-mshv
 }
 
@@ -226,14 +226,14 @@ check_patch() {
 }
 
 @test "hook-sidecars: hook sidecars are left alone; only compute changes" {
-  run_case launcher-hook-sidecars.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
+  run_case launcher-hook-sidecars.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-nodes-capable.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch hook-sidecars
 }
 
 @test "two-term-affinity: the node requirement is ANDed into both nodeSelectorTerms" {
-  run_case launcher-two-term-affinity.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-capable.yml
+  run_case launcher-two-term-affinity.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-nodes-capable.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch two-term-affinity
@@ -253,10 +253,10 @@ check_patch() {
   check_patch sev
 }
 
-@test "migration-source-mshv: a migration target follows its mshv source" {
+@test "migration-source-mshv: a migration target follows its mshv source, with a warning that the migration will fail" {
   run_case launcher-migration-target.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' migration-source-mshv.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
-  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"this migration will fail"* ]]
   check_patch migration-source-mshv
 }
 
@@ -295,7 +295,7 @@ check_patch() {
   check_patch memory-hugepages
 }
 
-@test "memory-vmi-error: VMI unreadable with memory terms set: falls back to kvm" {
+@test "memory-vmi-error: VMI unreadable with memory terms set: falls back to kvm (at the live-migration rule's read)" {
   run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-vmi-error.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"not found"* ]]
@@ -335,4 +335,110 @@ check_patch() {
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch mixed-memory-dedicated
+}
+
+@test "main-launcher-pins-kvm: KubeVirt main layout, --hypervisor kvm in args: pins kvm (was taken for a fork launcher)" {
+  run_case launcher-main-kvm.json '{"gate":{"mode":"enabled"},"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch main-launcher-pins-kvm
+}
+
+@test "main-per-pod-selected: KubeVirt main layout, perPodHypervisor: --hypervisor hyperv-direct rewritten in args" {
+  run_case launcher-main-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-nodes-capable.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch main-per-pod-selected
+}
+
+@test "main-mixed-selected: KubeVirt main layout, mixed mode: mshv device added, --hypervisor rewritten in args" {
+  run_case launcher-main-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' nodes-mixed.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch main-mixed-selected
+}
+
+@test "main-mixed-migration-source-mshv: KubeVirt main layout, migration target of an mshv source: follows it, warned" {
+  run_case launcher-main-migration-target.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' mixed-migration-source-mshv.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"no dirty-page logging"* ]]
+  check_patch main-mixed-migration-source-mshv
+}
+
+@test "main-memory: KubeVirt main layout with its own memory-overhead-bytes (QemuOverhead 50Mi) and mshv memory terms" {
+  run_case launcher-main-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch main-memory
+}
+
+@test "main-mixed-memory: KubeVirt main layout, mixed mode and mshv memory terms" {
+  run_case launcher-main-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' mixed-memory.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch main-mixed-memory
+}
+
+@test "layout-both-lists: --hypervisor in command and in args: not edited, reason launcher-layout-unknown" {
+  run_case launcher-layout-both-lists.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"occurs 2 times"* ]]
+  check_patch layout-both-lists
+}
+
+@test "layout-wrapper: a compute entrypoint that is not virt-launcher-monitor/virt-launcher: not edited" {
+  run_case launcher-layout-wrapper.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"neither virt-launcher-monitor"* ]]
+  check_patch layout-wrapper
+}
+
+@test "mixed-dedicated-gpu: mixed mode, dedicated CPUs and a GPU: incompatible-device without reading the VMI" {
+  run_case launcher-dedicated-gpu.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' empty.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch mixed-dedicated-gpu
+}
+
+@test "live-migrate: a VMI with evictionStrategy LiveMigrate stays kvm" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-live-migrate.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch live-migrate
+}
+
+@test "live-migrate-if-possible: LiveMigrateIfPossible goes to mshv with a warning about drains" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-live-migrate-if-possible.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"evictionStrategy LiveMigrateIfPossible"* ]]
+  check_patch live-migrate-if-possible
+}
+
+@test "live-migrate-cluster-default: no strategy on the VMI: the KubeVirt CR's LiveMigrate keeps it on kvm" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-unset-kv-live-migrate.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch live-migrate-cluster-default
+}
+
+@test "live-migrate-allowed: liveMigration.keepOnKvm empty: no VMI read, mshv" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"liveMigration":{"keepOnKvm":[]}}' nodes-capable.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch live-migrate-allowed
+}
+
+@test "live-migrate-vmi-error: the VMI cannot be read for its eviction strategy: lookup-error" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-error.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"forbidden"* ]]
+  check_patch live-migrate-vmi-error
+}
+
+@test "live-migrate-vmi-error-reject: the VMI cannot be read, onLookupError reject: refused" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"onLookupError":"reject"}' vmi-error.yml
+  [ $(echo "$output" | jq -r .allowed) = "false" ]
+  [[ $(echo "$output" | jq -r .status.message) == *"forbidden"* ]]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch live-migrate-vmi-error-reject
 }

@@ -65,25 +65,14 @@ pub fn one_line(text: &str, max: usize) -> String {
     format!("{}…", &clean[..end])
 }
 
-/// A failed lookup: what was asked and what went wrong, for messages and warnings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failed lookup: what was asked and what went wrong, for messages and warnings. The cause
+/// is cut to one bounded line: it may be a host's stack trace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} failed: {}", one_line(cause, MAX_CAUSE))]
 pub struct LookupError {
     pub what: String,
     pub cause: String,
 }
-
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} failed: {}",
-            self.what,
-            one_line(&self.cause, MAX_CAUSE)
-        )
-    }
-}
-
-impl std::error::Error for LookupError {}
 
 /// What the node scan reads. Labels are not listed because they need not be: policy-server's
 /// field masks prune only `spec` and `status` and always return each Node's whole `metadata`
@@ -348,8 +337,9 @@ fn scan_nodes(reply: &[u8], settings: &Settings) -> Result<Option<String>, serde
 /// deploy/policy-rbac.yaml is missing, 404/500) is retried forever while the admission request
 /// holds a policy-server worker (docs/policy-server-lookup-hang.md). A GET fails fast with the
 /// API server's answer, so a misconfigured cluster gives `lookup-error` at once. Uncached,
-/// because policy-server serializes cached GETs behind the slowest one.
-pub fn kubevirt_cr(host: &dyn Host, settings: &Settings) -> Result<Option<Value>, LookupError> {
+/// because policy-server serializes cached GETs behind the slowest one. A CR that is not there
+/// is the API server's 404, an error like any other: there is no "not installed" answer.
+pub fn kubevirt_cr(host: &dyn Host, settings: &Settings) -> Result<Value, LookupError> {
     let kv = &settings.gate.kubevirt;
     let req = GetResourceRequest {
         api_version: "kubevirt.io/v1".to_string(),
@@ -367,12 +357,12 @@ pub fn kubevirt_cr(host: &dyn Host, settings: &Settings) -> Result<Option<Value>
             cause: "the reply is not an object".to_string(),
         });
     }
-    Ok(Some(cr))
+    Ok(cr)
 }
 
 // ---- VMI ---------------------------------------------------------------------------------
 
-/// The launcher's VMI, for its CPU and memory spec. Uncached: policy-server serializes cached
+/// The launcher's VMI, for its CPU, memory and eviction spec. Uncached: policy-server serializes cached
 /// GETs behind the slowest one (docs/policy-server-lookup-hang.md), and a launcher is created
 /// once per VM start, so the cache would rarely be hit anyway.
 pub fn vmi(host: &dyn Host, namespace: &str, name: &str) -> Result<Value, LookupError> {
@@ -713,7 +703,7 @@ mod tests {
             "get_resource/KubeVirt",
             Ok(json!({"metadata": {"name": "kubevirt"}, "status": {"phase": "Deployed"}})),
         );
-        let kv = kubevirt_cr(&host, &Settings::default()).unwrap().unwrap();
+        let kv = kubevirt_cr(&host, &Settings::default()).unwrap();
         assert_eq!(kv["metadata"]["name"], "kubevirt");
         assert_eq!(
             host.calls.borrow()[0].1,

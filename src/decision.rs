@@ -17,7 +17,7 @@ use crate::cluster::LookupError;
 use crate::images;
 use crate::launcher::{HypervisorFlag, Launcher};
 use crate::record::{Hypervisor, Reason};
-use crate::settings::{GateMode, OnLookupError, Settings};
+use crate::settings::{EvictionStrategy, GateMode, OnLookupError, Settings};
 
 /// The feature gate and hypervisor name upstream KubeVirt v1.8+ uses for cluster-wide mshv:
 /// kubevirt/kubevirt's render config returns `config.Hypervisors[0]` only when the
@@ -25,6 +25,13 @@ use crate::settings::{GateMode, OnLookupError, Settings};
 /// pkg/virt-controller/services); the hypervisor names are `kvm` and `hyperv-direct`.
 pub const CONFIGURABLE_HYPERVISOR_GATE: &str = "ConfigurableHypervisor";
 pub const HYPERV_DIRECT: &str = "hyperv-direct";
+
+/// Why a running mshv VM cannot be live-migrated: QEMU's mshv accelerator registers a memory
+/// listener without dirty-page logging (no `log_start`/`log_sync`/`log_global_start`:
+/// qemu/qemu@5d7a40b5 accel/mshv/mshv-all.c `mshv_memory_listener`), so precopy has no way to
+/// find the pages the guest writes while it is copied.
+pub const MSHV_MIGRATION: &str = "QEMU's mshv accelerator has no dirty-page logging, so a \
+     running mshv VM cannot be live-migrated";
 
 /// How the gate stands for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +44,9 @@ pub enum GateState {
     ClusterMshv,
 }
 
-/// Reads the gate from the KubeVirt CR (`None`: KubeVirt is not installed).
-pub fn gate_from_kubevirt(kv: Option<&Value>, settings: &Settings) -> GateState {
-    let Some(config) = kv.and_then(|kv| kv.pointer("/spec/configuration")) else {
+/// Reads the gate from the KubeVirt CR (one without `spec.configuration` turns nothing on).
+pub fn gate_from_kubevirt(kv: &Value, settings: &Settings) -> GateState {
+    let Some(config) = kv.pointer("/spec/configuration") else {
         return GateState::Off;
     };
     let gates: Vec<&str> = config
@@ -66,34 +73,50 @@ pub fn gate_from_kubevirt(kv: Option<&Value>, settings: &Settings) -> GateState 
 
 /// What the decision may ask of the cluster. Implementations cache: each fact is fetched once.
 pub trait Facts {
-    fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError>;
+    fn kubevirt(&mut self) -> Result<&Value, LookupError>;
     /// Whether at least one node is capable.
     fn has_capable_node(&mut self) -> Result<bool, LookupError>;
     /// The source launcher's hypervisor for a migration target, `None` when unknown.
     fn migration_source(&mut self, launcher: &Launcher) -> Result<Option<Hypervisor>, LookupError>;
-    /// Why KubeVirt configured for KVM would mishandle this VM on mshv (mixed mode), if it would.
-    fn unsupported_workload(
-        &mut self,
-        launcher: &Launcher,
-    ) -> Result<Option<&'static str>, LookupError>;
+    /// The VM's eviction strategy as KubeVirt resolves it: the VMI's `spec.evictionStrategy`,
+    /// else the KubeVirt CR's `spec.configuration.evictionStrategy` (`None` when neither says).
+    fn eviction_strategy(&mut self, launcher: &Launcher) -> Result<Option<String>, LookupError>;
+    /// Whether KubeVirt configured for KVM would mishandle this VM on mshv (mixed mode).
+    fn unsupported_workload(&mut self, launcher: &Launcher) -> Result<bool, LookupError>;
 }
 
-/// Why KubeVirt configured for KVM would mishandle this VMI on mshv, if it would (mixed mode).
+/// Whether KubeVirt configured for KVM would mishandle this VMI on mshv (mixed mode): a
+/// realtime VMI, or dedicated CPUs with an isolated emulator thread.
 ///
 /// virt-handler's KVM runtime finds vCPU threads by their `CPU n/KVM` name to pin the emulator
 /// thread apart and to give realtime vCPUs their scheduling (kubevirt/kubevirt
 /// `pkg/hypervisor/kvm/runtime.go`, `pkg/hypervisor/kvm/realtime.go`); QEMU on mshv names
-/// them otherwise, so those VMs would run without what they asked for.
-pub fn unsupported_workload(vmi: &Value) -> Option<&'static str> {
-    let cpu = vmi.pointer("/spec/domain/cpu")?;
+/// them `CPU n/MSHV` (qemu/qemu@5d7a40b5 accel/mshv/mshv-all.c `mshv_start_vcpu_thread`), so
+/// those VMs would run without what they asked for.
+pub fn unsupported_workload(vmi: &Value) -> bool {
+    let Some(cpu) = vmi.pointer("/spec/domain/cpu") else {
+        return false;
+    };
     let on = |k: &str| cpu.get(k).and_then(Value::as_bool) == Some(true);
-    if cpu.get("realtime").is_some_and(|r| !r.is_null()) {
-        Some("realtime")
-    } else if on("dedicatedCpuPlacement") && on("isolateEmulatorThread") {
-        Some("dedicated CPUs with isolateEmulatorThread")
-    } else {
-        None
-    }
+    cpu.get("realtime").is_some_and(|r| !r.is_null())
+        || (on("dedicatedCpuPlacement") && on("isolateEmulatorThread"))
+}
+
+/// The VMI's own eviction strategy. The launcher Pod does not show it: virt-controller renders
+/// the descheduler's evict-only annotation on every launcher whatever the strategy
+/// (kubevirt/kubevirt@d923fdb8 pkg/virt-controller/services/template.go:1558, the same at
+/// v1.9.0), and copies only VMI annotations, not the spec, so the VMI is read.
+pub fn vmi_eviction_strategy(vmi: &Value) -> Option<&str> {
+    vmi.pointer("/spec/evictionStrategy")
+        .and_then(Value::as_str)
+}
+
+/// The cluster-wide eviction strategy, read when the VMI sets none: the order of kubevirt/kubevirt
+/// `VMIEvictionStrategy` (pkg/util/migrations/migrations.go:116-122 at d923fdb8). Unset there
+/// too, KubeVirt's default is `None` (pkg/virt-config/configuration.go:198).
+pub fn cluster_eviction_strategy(kv: &Value) -> Option<&str> {
+    kv.pointer("/spec/configuration/evictionStrategy")
+        .and_then(Value::as_str)
 }
 
 /// What to do with the Pod.
@@ -178,11 +201,16 @@ pub fn on_lookup_error(settings: &Settings, launcher: &Launcher, e: &LookupError
     }
 }
 
+/// What decides whether a launcher image can run mshv: not a version number (CentOS Stream
+/// 10's qemu-kvm 10.1.0-8 and later carry a backported mshv accelerator), but what the image's
+/// QEMU and libvirt list.
+pub const IMAGE_TEST: &str = "an image whose QEMU lists the mshv accelerator and whose libvirt \
+     has the hyperv virt type, see docs/install.md";
+
 fn launcher_image_warning(launcher: &Launcher, consequence: &str) -> String {
     format!(
         "hyperv-layered: launcher image {:?} of VMI {} is not in launcherImages: {consequence} \
-         (mshv needs libvirt >= 11.10 with the hyperv virt type and QEMU >= 10.2 with mshv; \
-         stock KubeVirt v1.8/v1.9 images have neither)",
+         (mshv needs {IMAGE_TEST}; stock KubeVirt v1.8/v1.9 images are not)",
         launcher.image,
         vmi_ref(launcher)
     )
@@ -240,6 +268,22 @@ fn decide_cluster_mshv(settings: &Settings, launcher: &Launcher, facts: &mut dyn
 }
 
 fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Facts) -> Verdict {
+    // What the Pod alone decides comes before any lookup. A command line this policy does not
+    // know is never edited (half an edit could leave `--hypervisor kvm` with the mshv device).
+    if let Some(why) = &launcher.unknown_layout {
+        return Verdict::Decided(
+            Decision::keep(launcher, Reason::LauncherLayoutUnknown).warn(format!(
+                "hyperv-layered: VMI {} left on {} as rendered: {why}",
+                vmi_ref(launcher),
+                launcher.rendered.as_str()
+            )),
+        );
+    }
+    // A host device is VFIO passthrough, which L1VH does not offer; a migration target with one
+    // has a KVM source for the same reason.
+    if launcher.incompatible.is_some() {
+        return Verdict::Decided(Decision::keep(launcher, Reason::IncompatibleDevice));
+    }
     // A live migration cannot cross hypervisors: the target follows its source whatever the
     // other rules would say today.
     if launcher.migration_job.is_some() {
@@ -247,9 +291,6 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
     }
     if launcher.opt_out {
         return Verdict::Decided(Decision::keep(launcher, Reason::OptOut));
-    }
-    if launcher.incompatible.is_some() {
-        return Verdict::Decided(Decision::keep(launcher, Reason::IncompatibleDevice));
     }
     let Some(edit) = device_edit(settings, launcher) else {
         return Verdict::Decided(Decision::keep(launcher, Reason::LauncherPinsKvm));
@@ -260,29 +301,98 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
                 .warn(launcher_image_warning(launcher, "left on kvm")),
         );
     }
-    if edit == DeviceEdit::Add {
-        // Realtime shows on the Pod; an isolated emulator thread only on the VMI, and only
-        // with dedicated CPUs, so the VMI is read only for those.
-        let unsupported = if launcher.realtime {
-            Ok(Some("realtime"))
-        } else if launcher.dedicated_cpus {
-            facts.unsupported_workload(launcher)
-        } else {
-            Ok(None)
-        };
-        match unsupported {
+    // Mixed mode: realtime shows on the Pod, so it is decided before any lookup.
+    if edit == DeviceEdit::Add && launcher.realtime {
+        return Verdict::Decided(Decision::keep(launcher, Reason::WorkloadUnsupported));
+    }
+    let migration_warning = match live_migration_rule(settings, launcher, facts) {
+        Err(e) => return on_lookup_error(settings, launcher, &e),
+        Ok(LiveMigrationRule::KeepOnKvm(warning)) => {
+            let d = Decision::keep(launcher, Reason::NeedsLiveMigration);
+            return Verdict::Decided(match warning {
+                Some(w) => d.warn(w),
+                None => d,
+            });
+        }
+        Ok(LiveMigrationRule::Mshv(warning)) => warning,
+    };
+    // An isolated emulator thread shows only on the VMI, and only matters with dedicated CPUs,
+    // so the VMI is read for it only then (the live-migration rule's read, when it made one).
+    if edit == DeviceEdit::Add && launcher.dedicated_cpus {
+        match facts.unsupported_workload(launcher) {
             Err(e) => return on_lookup_error(settings, launcher, &e),
-            Ok(Some(_)) => {
+            Ok(true) => {
                 return Verdict::Decided(Decision::keep(launcher, Reason::WorkloadUnsupported));
             }
-            Ok(None) => {}
+            Ok(false) => {}
         }
     }
     match facts.has_capable_node() {
         Err(e) => on_lookup_error(settings, launcher, &e),
         Ok(false) => Verdict::Decided(Decision::keep(launcher, Reason::NoCapableNode)),
-        Ok(true) => Verdict::Decided(Decision::mshv(Reason::Selected, edit)),
+        Ok(true) => {
+            let d = Decision::mshv(Reason::Selected, edit);
+            Verdict::Decided(match migration_warning {
+                Some(w) => d.warn(w),
+                None => d,
+            })
+        }
     }
+}
+
+/// What the eviction strategy says about a VM that could go to mshv.
+enum LiveMigrationRule {
+    /// It must stay live-migratable: KVM (with a warning when the strategy is not one KubeVirt
+    /// defines).
+    KeepOnKvm(Option<String>),
+    /// mshv may run it (with a warning when drains will try to migrate it).
+    Mshv(Option<String>),
+}
+
+/// `liveMigration.keepOnKvm`: VMs whose eviction strategy is listed stay on KVM. A running mshv
+/// VM cannot be live-migrated ([`MSHV_MIGRATION`]), and a `LiveMigrate` VM's drain waits on a
+/// migration (pkg/util/migrations/migrations.go:128-135 at d923fdb8).
+fn live_migration_rule(
+    settings: &Settings,
+    launcher: &Launcher,
+    facts: &mut dyn Facts,
+) -> Result<LiveMigrationRule, LookupError> {
+    let keep = &settings.live_migration.keep_on_kvm;
+    if keep.is_empty() {
+        return Ok(LiveMigrationRule::Mshv(None));
+    }
+    let Some(name) = facts.eviction_strategy(launcher)? else {
+        // Neither the VMI nor the KubeVirt CR sets one: KubeVirt's default, None.
+        return Ok(if keep.contains(&EvictionStrategy::None) {
+            LiveMigrationRule::KeepOnKvm(None)
+        } else {
+            LiveMigrationRule::Mshv(None)
+        });
+    };
+    let Some(strategy) = EvictionStrategy::from_api(&name) else {
+        // A strategy newer than this policy: it may well mean "migrate", so KVM, with a word.
+        return Ok(LiveMigrationRule::KeepOnKvm(Some(format!(
+            "hyperv-layered: VMI {} has evictionStrategy {name:?}, which this policy does not \
+             know: kept on kvm in case it needs live migration",
+            vmi_ref(launcher)
+        ))));
+    };
+    if keep.contains(&strategy) {
+        return Ok(LiveMigrationRule::KeepOnKvm(None));
+    }
+    let drain = match strategy {
+        EvictionStrategy::None => return Ok(LiveMigrationRule::Mshv(None)),
+        EvictionStrategy::LiveMigrate | EvictionStrategy::LiveMigrateIfPossible => {
+            "a node drain has KubeVirt try to live-migrate it"
+        }
+        EvictionStrategy::External => "a node drain leaves it to the external controller",
+    };
+    Ok(LiveMigrationRule::Mshv(Some(format!(
+        "hyperv-layered: VMI {} (evictionStrategy {}) goes to mshv: {drain}, and {MSHV_MIGRATION}; \
+         stop it before draining its node",
+        vmi_ref(launcher),
+        strategy.as_str()
+    ))))
 }
 
 /// How this launcher would be switched, or `None` when it pins KVM: a launcher without
@@ -330,7 +440,12 @@ fn decide_migration_target(
             // that pins KVM here only happens when the settings changed since (then Replace,
             // as before mixed mode existed).
             let edit = device_edit(settings, launcher).unwrap_or(DeviceEdit::Replace);
-            let d = Decision::mshv(Reason::MigrationSourceMshv, edit);
+            // Following the source is still right (only mshv can run its state), but the
+            // migration itself will fail: say so where the operator looks.
+            let d = Decision::mshv(Reason::MigrationSourceMshv, edit).warn(format!(
+                "hyperv-layered: VMI {} runs on mshv and this migration will fail: {MSHV_MIGRATION}",
+                vmi_ref(launcher)
+            ));
             match facts.has_capable_node() {
                 Ok(false) => Verdict::Decided(d.warn(no_capable_node_warning(settings, launcher))),
                 Ok(true) => Verdict::Decided(d),
@@ -344,15 +459,17 @@ fn decide_migration_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launcher::ArgList;
     use rstest::rstest;
     use serde_json::json;
 
     #[derive(Default)]
     struct Scripted {
-        kubevirt: Option<Result<Option<Value>, LookupError>>,
+        kubevirt: Option<Result<Value, LookupError>>,
         nodes: Option<Result<bool, LookupError>>,
         source: Option<Result<Option<Hypervisor>, LookupError>>,
-        workload: Option<Result<Option<&'static str>, LookupError>>,
+        workload: Option<Result<bool, LookupError>>,
+        eviction: Option<Result<Option<String>, LookupError>>,
         asked: Vec<&'static str>,
     }
 
@@ -364,10 +481,10 @@ mod tests {
     }
 
     impl Facts for Scripted {
-        fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError> {
+        fn kubevirt(&mut self) -> Result<&Value, LookupError> {
             self.asked.push("kubevirt");
             match self.kubevirt.as_ref().expect("unexpected KubeVirt lookup") {
-                Ok(v) => Ok(v.as_ref()),
+                Ok(v) => Ok(v),
                 Err(e) => Err(e.clone()),
             }
         }
@@ -379,10 +496,11 @@ mod tests {
             self.asked.push("source");
             self.source.clone().expect("unexpected source lookup")
         }
-        fn unsupported_workload(
-            &mut self,
-            _: &Launcher,
-        ) -> Result<Option<&'static str>, LookupError> {
+        fn eviction_strategy(&mut self, _: &Launcher) -> Result<Option<String>, LookupError> {
+            self.asked.push("eviction");
+            self.eviction.clone().expect("unexpected eviction lookup")
+        }
+        fn unsupported_workload(&mut self, _: &Launcher) -> Result<bool, LookupError> {
             self.asked.push("workload");
             self.workload.clone().expect("unexpected VMI lookup")
         }
@@ -396,6 +514,7 @@ mod tests {
             vmi_uid: "uid".into(),
             migration_job: None,
             hypervisor_flag: HypervisorFlag::Absent,
+            unknown_layout: None,
             rendered: Hypervisor::Kvm,
             incompatible: None,
             opt_out: false,
@@ -413,11 +532,100 @@ mod tests {
         json!({"spec": {"configuration": c}})
     }
 
+    /// Per-Pod mode without the live-migration rule (`live_migration_rows` test that one).
     fn enabled() -> Settings {
         let mut s = Settings::default();
         s.gate.mode = GateMode::Enabled;
         s.launcher_images = vec!["registry.example/kv/virt-launcher".into()];
+        s.live_migration.keep_on_kvm.clear();
         s
+    }
+
+    /// `liveMigration.keepOnKvm`: the strategy the VMI (or the CR) resolves to, the list, then
+    /// the expected reason, whether a warning is given, and the lookups.
+    #[rstest]
+    #[case::live_migrate_default(Some("LiveMigrate"), vec![EvictionStrategy::LiveMigrate],
+        Reason::NeedsLiveMigration, false, &["eviction"])]
+    #[case::if_possible_goes_to_mshv_warned(Some("LiveMigrateIfPossible"), vec![EvictionStrategy::LiveMigrate],
+        Reason::Selected, true, &["eviction", "nodes"])]
+    #[case::if_possible_kept_when_listed(Some("LiveMigrateIfPossible"),
+        vec![EvictionStrategy::LiveMigrate, EvictionStrategy::LiveMigrateIfPossible],
+        Reason::NeedsLiveMigration, false, &["eviction"])]
+    #[case::external_warned(Some("External"), vec![EvictionStrategy::LiveMigrate], Reason::Selected, true, &["eviction", "nodes"])]
+    #[case::none(Some("None"), vec![EvictionStrategy::LiveMigrate], Reason::Selected, false, &["eviction", "nodes"])]
+    #[case::unset_is_none(None, vec![EvictionStrategy::LiveMigrate], Reason::Selected, false, &["eviction", "nodes"])]
+    #[case::unset_kept_when_none_listed(None, vec![EvictionStrategy::None], Reason::NeedsLiveMigration, false, &["eviction"])]
+    #[case::unknown_strategy_kept(Some("Sometimes"), vec![EvictionStrategy::LiveMigrate],
+        Reason::NeedsLiveMigration, true, &["eviction"])]
+    #[case::live_migrate_allowed(Some("LiveMigrate"), vec![EvictionStrategy::External], Reason::Selected, true, &["eviction", "nodes"])]
+    #[case::rule_off_reads_nothing(Some("LiveMigrate"), vec![], Reason::Selected, false, &["nodes"])]
+    fn live_migration_rows(
+        #[case] strategy: Option<&str>,
+        #[case] keep: Vec<EvictionStrategy>,
+        #[case] reason: Reason,
+        #[case] warned: bool,
+        #[case] asked: &[&str],
+    ) {
+        let mut s = enabled();
+        s.live_migration.keep_on_kvm = keep;
+        let mut f = Scripted {
+            eviction: Some(Ok(strategy.map(str::to_string))),
+            nodes: nodes(1),
+            ..Default::default()
+        };
+        let d = decided(decide(&s, &launcher(), &mut f));
+        assert_eq!(d.reason, reason);
+        assert_eq!(d.hypervisor == Hypervisor::Mshv, reason == Reason::Selected);
+        assert_eq!(!d.warnings.is_empty(), warned, "{:?}", d.warnings);
+        if warned && reason == Reason::Selected {
+            assert!(
+                d.warnings[0].contains("dirty-page logging"),
+                "{:?}",
+                d.warnings
+            );
+        }
+        assert_eq!(f.asked, asked);
+    }
+
+    #[test]
+    fn a_failed_eviction_read_follows_on_lookup_error() {
+        let mut s = enabled();
+        s.live_migration.keep_on_kvm = vec![EvictionStrategy::LiveMigrate];
+        let mut f = Scripted {
+            eviction: Some(Err(lookup_err())),
+            ..Default::default()
+        };
+        let d = decided(decide(&s, &launcher(), &mut f));
+        assert_eq!((d.reason, d.switch), (Reason::LookupError, None));
+        s.on_lookup_error = OnLookupError::Reject;
+        let mut f = Scripted {
+            eviction: Some(Err(lookup_err())),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&s, &launcher(), &mut f),
+            Verdict::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn eviction_strategy_is_read_from_the_vmi_then_the_cr() {
+        assert_eq!(
+            vmi_eviction_strategy(&json!({"spec": {"evictionStrategy": "LiveMigrate"}})),
+            Some("LiveMigrate")
+        );
+        assert_eq!(vmi_eviction_strategy(&json!({"spec": {}})), None);
+        assert_eq!(
+            vmi_eviction_strategy(&json!({"spec": {"evictionStrategy": 3}})),
+            None
+        );
+        assert_eq!(
+            cluster_eviction_strategy(
+                &json!({"spec": {"configuration": {"evictionStrategy": "External"}}})
+            ),
+            Some("External")
+        );
+        assert_eq!(cluster_eviction_strategy(&json!({})), None);
     }
 
     fn nodes(n: usize) -> Option<Result<bool, LookupError>> {
@@ -435,39 +643,30 @@ mod tests {
     fn gate_from_the_kubevirt_cr() {
         let s = Settings::default();
         let cases = [
-            (None, GateState::Off),
-            (Some(json!({})), GateState::Off),
-            (Some(kv(&[], None)), GateState::Off),
+            (json!({}), GateState::Off),
+            (kv(&[], None), GateState::Off),
+            (kv(&["ConfigurableHypervisor"], Some("kvm")), GateState::Off),
+            (kv(&[], Some("hyperv-direct")), GateState::Off),
             (
-                Some(kv(&["ConfigurableHypervisor"], Some("kvm"))),
-                GateState::Off,
-            ),
-            (Some(kv(&[], Some("hyperv-direct"))), GateState::Off),
-            (
-                Some(kv(&["ConfigurableHypervisor"], Some("hyperv-direct"))),
+                kv(&["ConfigurableHypervisor"], Some("hyperv-direct")),
                 GateState::ClusterMshv,
             ),
-            (Some(kv(&["HyperVLayered"], None)), GateState::PerPod),
+            (kv(&["HyperVLayered"], None), GateState::PerPod),
+            (kv(&["Snapshot", "HyperVL1VH"], None), GateState::PerPod),
             (
-                Some(kv(&["Snapshot", "HyperVL1VH"], None)),
-                GateState::PerPod,
-            ),
-            (
-                Some(kv(
+                kv(
                     &["HyperVLayered", "ConfigurableHypervisor"],
                     Some("hyperv-direct"),
-                )),
+                ),
                 GateState::ClusterMshv,
             ),
             (
-                Some(
-                    json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": "HyperVLayered"}}}}),
-                ),
+                json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": "HyperVLayered"}}}}),
                 GateState::Off,
             ),
         ];
         for (cr, want) in cases {
-            assert_eq!(gate_from_kubevirt(cr.as_ref(), &s), want, "{cr:?}");
+            assert_eq!(gate_from_kubevirt(&cr, &s), want, "{cr:?}");
         }
     }
 
@@ -480,7 +679,7 @@ mod tests {
         assert!(f.asked.is_empty());
 
         let mut f = Scripted {
-            kubevirt: Some(Ok(Some(kv(&[], None)))),
+            kubevirt: Some(Ok(kv(&[], None))),
             ..Default::default()
         };
         assert_eq!(
@@ -493,7 +692,7 @@ mod tests {
     type Tweak = fn(&mut Launcher, &mut Settings);
 
     fn flagged(l: &mut Launcher) {
-        l.hypervisor_flag = HypervisorFlag::Separate(3);
+        l.hypervisor_flag = HypervisorFlag::Separate(ArgList::Command, 3);
     }
 
     fn mixed(l: &mut Launcher, s: &mut Settings) {
@@ -505,40 +704,56 @@ mod tests {
     /// capable nodes, the VMI's workload verdict, then the expected hypervisor, reason, device
     /// edit and lookups (in order).
     #[rstest]
-    #[case::selected(|_: &mut Launcher, _: &mut Settings| {}, 2, None, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
-    #[case::no_capable_node(|_: &mut Launcher, _: &mut Settings| {}, 0, None, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
-    #[case::opt_out(|l: &mut Launcher, _: &mut Settings| l.opt_out = true, 2, None, Hypervisor::Kvm, Reason::OptOut, None, &[])]
-    #[case::incompatible_device(|l: &mut Launcher, _: &mut Settings| l.incompatible = Some("devices.kubevirt.io/sev".into()), 2, None,
+    #[case::selected(|_: &mut Launcher, _: &mut Settings| {}, 2, false, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
+    #[case::no_capable_node(|_: &mut Launcher, _: &mut Settings| {}, 0, false, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
+    #[case::opt_out(|l: &mut Launcher, _: &mut Settings| l.opt_out = true, 2, false, Hypervisor::Kvm, Reason::OptOut, None, &[])]
+    #[case::incompatible_device(|l: &mut Launcher, _: &mut Settings| l.incompatible = Some("devices.kubevirt.io/sev".into()), 2, false,
         Hypervisor::Kvm, Reason::IncompatibleDevice, None, &[])]
-    #[case::launcher_pins_kvm(|l: &mut Launcher, _: &mut Settings| flagged(l), 2, None, Hypervisor::Kvm, Reason::LauncherPinsKvm, None, &[])]
-    #[case::unlisted_image(|l: &mut Launcher, _: &mut Settings| l.image = "quay.io/kubevirt/virt-launcher:v1.8.2".into(), 2, None,
+    #[case::launcher_pins_kvm(|l: &mut Launcher, _: &mut Settings| flagged(l), 2, false, Hypervisor::Kvm, Reason::LauncherPinsKvm, None, &[])]
+    #[case::unlisted_image(|l: &mut Launcher, _: &mut Settings| l.image = "quay.io/kubevirt/virt-launcher:v1.8.2".into(), 2, false,
         Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
-    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, None, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
-    #[case::per_pod_hypervisor(|l: &mut Launcher, s: &mut Settings| { flagged(l); s.per_pod_hypervisor = true }, 2, None,
+    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+    #[case::per_pod_hypervisor(|l: &mut Launcher, s: &mut Settings| { flagged(l); s.per_pod_hypervisor = true }, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
     #[case::per_pod_hypervisor_joined_no_node(
-        |l: &mut Launcher, s: &mut Settings| { l.hypervisor_flag = HypervisorFlag::Joined(3); s.per_pod_hypervisor = true }, 0, None,
+        |l: &mut Launcher, s: &mut Settings| { l.hypervisor_flag = HypervisorFlag::Joined(ArgList::Command, 3); s.per_pod_hypervisor = true }, 0, false,
         Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
-    #[case::mixed_selected(mixed, 2, None, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["nodes"])]
-    #[case::mixed_no_node(mixed, 0, None, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
+    #[case::mixed_selected(mixed, 2, false, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["nodes"])]
+    #[case::mixed_no_node(mixed, 0, false, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
     #[case::mixed_unlisted_image(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.image = "quay.io/kubevirt/virt-launcher:v1.9.0".into() },
-        2, None, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
-    #[case::mixed_realtime(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.realtime = true; l.dedicated_cpus = true }, 2, None,
+        2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+    #[case::mixed_realtime(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.realtime = true; l.dedicated_cpus = true }, 2, false,
         Hypervisor::Kvm, Reason::WorkloadUnsupported, None, &[])]
     #[case::mixed_dedicated_isolated(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.dedicated_cpus = true }, 2,
-        Some("dedicated CPUs with isolateEmulatorThread"),
+        true,
         Hypervisor::Kvm, Reason::WorkloadUnsupported, None, &["workload"])]
-    #[case::mixed_dedicated_fine(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.dedicated_cpus = true }, 2, None,
+    #[case::mixed_dedicated_fine(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.dedicated_cpus = true }, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["workload", "nodes"])]
-    #[case::fork_launcher_ignores_mixed(|_: &mut Launcher, s: &mut Settings| s.mixed_mode = true, 2, None,
+    #[case::fork_launcher_ignores_mixed(|_: &mut Launcher, s: &mut Settings| s.mixed_mode = true, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
-    #[case::realtime_outside_mixed_is_not_read(|l: &mut Launcher, _: &mut Settings| l.realtime = true, 2, None,
+    #[case::realtime_outside_mixed_is_not_read(|l: &mut Launcher, _: &mut Settings| l.realtime = true, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
+    #[case::layout_unknown(|l: &mut Launcher, _: &mut Settings| l.unknown_layout = Some("--hypervisor occurs 2 times".into()), 2, false,
+        Hypervisor::Kvm, Reason::LauncherLayoutUnknown, None, &[])]
+    #[case::layout_unknown_before_the_migration_source(|l: &mut Launcher, _: &mut Settings| {
+            l.unknown_layout = Some("no value".into()); l.migration_job = Some("job".into()) }, 2, false,
+        Hypervisor::Kvm, Reason::LauncherLayoutUnknown, None, &[])]
+    #[case::mixed_dedicated_gpu_reads_nothing(|l: &mut Launcher, s: &mut Settings| {
+            mixed(l, s); l.dedicated_cpus = true; l.incompatible = Some("nvidia.com/GA102GL_A10".into()) }, 2, true,
+        Hypervisor::Kvm, Reason::IncompatibleDevice, None, &[])]
+    #[case::host_device_on_a_migration_target(|l: &mut Launcher, _: &mut Settings| {
+            l.migration_job = Some("job".into()); l.incompatible = Some("resources.claims[gpu]".into()) }, 2, false,
+        Hypervisor::Kvm, Reason::IncompatibleDevice, None, &[])]
+    #[case::main_layout_mixed(|l: &mut Launcher, s: &mut Settings| {
+            l.hypervisor_flag = HypervisorFlag::Separate(ArgList::Args, 20); s.mixed_mode = true }, 2, false,
+        Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["nodes"])]
+    #[case::main_layout_pins_kvm(|l: &mut Launcher, _: &mut Settings| l.hypervisor_flag = HypervisorFlag::Separate(ArgList::Args, 20), 2, false,
+        Hypervisor::Kvm, Reason::LauncherPinsKvm, None, &[])]
     #[allow(clippy::too_many_arguments)]
     fn per_pod_rows(
         #[case] tweak: Tweak,
         #[case] capable: usize,
-        #[case] workload: Option<&'static str>,
+        #[case] workload: bool,
         #[case] hv: Hypervisor,
         #[case] reason: Reason,
         #[case] switch: Option<DeviceEdit>,
@@ -556,7 +771,10 @@ mod tests {
         assert_eq!(d.require_capable_node, switch.is_some());
         assert_eq!(
             d.warnings.is_empty(),
-            reason != Reason::LauncherImage,
+            !matches!(
+                reason,
+                Reason::LauncherImage | Reason::LauncherLayoutUnknown
+            ),
             "{:?}",
             d.warnings
         );
@@ -566,16 +784,12 @@ mod tests {
     #[test]
     fn the_workload_rule_reads_the_vmi() {
         let cpu = |c: Value| json!({"spec": {"domain": {"cpu": c}}});
-        assert_eq!(
-            unsupported_workload(&cpu(
-                json!({"dedicatedCpuPlacement": true, "isolateEmulatorThread": true})
-            )),
-            Some("dedicated CPUs with isolateEmulatorThread")
-        );
-        assert_eq!(
-            unsupported_workload(&cpu(json!({"dedicatedCpuPlacement": true, "realtime": {}}))),
-            Some("realtime")
-        );
+        assert!(unsupported_workload(&cpu(
+            json!({"dedicatedCpuPlacement": true, "isolateEmulatorThread": true})
+        )));
+        assert!(unsupported_workload(&cpu(
+            json!({"dedicatedCpuPlacement": true, "realtime": {}})
+        )));
         for fine in [
             cpu(json!({"dedicatedCpuPlacement": true})),
             cpu(json!({"isolateEmulatorThread": true})),
@@ -584,7 +798,7 @@ mod tests {
             json!({}),
             json!(null),
         ] {
-            assert_eq!(unsupported_workload(&fine), None, "{fine}");
+            assert!(!unsupported_workload(&fine), "{fine}");
         }
     }
 
@@ -623,7 +837,12 @@ mod tests {
                 Some(DeviceEdit::Replace)
             )
         );
-        assert!(d.warnings.is_empty());
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert!(
+            d.warnings[0].contains("no dirty-page logging"),
+            "{:?}",
+            d.warnings
+        );
 
         let mut f = Scripted {
             source: Some(Ok(Some(Hypervisor::Mshv))),
@@ -632,7 +851,7 @@ mod tests {
         };
         let d = decided(decide(&s, &l, &mut f));
         assert!(d.switch.is_some());
-        assert!(d.warnings[0].contains("stays Pending"), "{:?}", d.warnings);
+        assert!(d.warnings[1].contains("stays Pending"), "{:?}", d.warnings);
 
         let mut f = Scripted {
             source: Some(Ok(Some(Hypervisor::Kvm))),
@@ -695,10 +914,7 @@ mod tests {
             launcher_images: vec!["registry.example/kv/*".into()],
             ..Settings::default()
         };
-        let cr = Some(Ok(Some(kv(
-            &["ConfigurableHypervisor"],
-            Some("hyperv-direct"),
-        ))));
+        let cr = Some(Ok(kv(&["ConfigurableHypervisor"], Some("hyperv-direct"))));
         let mut f = Scripted {
             kubevirt: cr.clone(),
             nodes: nodes(3),
@@ -743,7 +959,12 @@ mod tests {
                     .unwrap()
                     .contains("registry.example/kv/virt-launcher")
             );
-            assert!(d.warnings.last().unwrap().contains("libvirt >= 11.10"));
+            assert!(
+                d.warnings
+                    .last()
+                    .unwrap()
+                    .contains("lists the mshv accelerator")
+            );
         }
     }
 

@@ -44,7 +44,8 @@ pub struct DecisionLog {
 
 /// The remediation hint of a reason that leaves a VM where an operator did not want it, or
 /// `None` when the outcome is what was asked for (mshv, an opt-out, a KVM migration source, a
-/// device or VM shape that mshv cannot serve anyway).
+/// device or VM shape that mshv cannot serve anyway). A migration target that follows its mshv
+/// source gets one too: it is where it must be, but the migration will fail.
 pub fn hint(hypervisor: Hypervisor, reason: Reason) -> Option<&'static str> {
     Some(match reason {
         Reason::NoCapableNode => {
@@ -56,12 +57,21 @@ pub fn hint(hypervisor: Hypervisor, reason: Reason) -> Option<&'static str> {
              (deploy/policy-rbac.yaml)"
         }
         Reason::LauncherImage if hypervisor == Hypervisor::Mshv => {
-            "KubeVirt renders mshv with a launcher image not in launcherImages: use an image with \
-             libvirt >= 11.10 and QEMU >= 10.2 (mshv) and list it"
+            "KubeVirt renders mshv with a launcher image not in launcherImages: use an image whose \
+             QEMU lists the mshv accelerator and whose libvirt has the hyperv virt type, see \
+             docs/install.md, and list it"
         }
         Reason::LauncherImage => {
-            "list the launcher image in launcherImages once it is built with libvirt >= 11.10 and \
-             QEMU >= 10.2 with mshv (docs/mixed-clusters.md)"
+            "list the launcher image in launcherImages once its QEMU lists the mshv accelerator \
+             and its libvirt has the hyperv virt type, see docs/install.md"
+        }
+        Reason::LauncherLayoutUnknown => {
+            "the compute container's command line is none KubeVirt v1.8-main renders (see the \
+             detail): check the launcher build and virt-controller (docs/mixed-clusters.md)"
+        }
+        Reason::MigrationSourceMshv => {
+            "live migration of an mshv VM fails (QEMU's mshv accelerator has no dirty-page \
+             logging): stop and start the VM instead (docs/mixed-clusters.md)"
         }
         Reason::LauncherPinsKvm => {
             "the launcher takes --hypervisor: enable mixedMode with mshv-node-agent's device \
@@ -75,8 +85,8 @@ pub fn hint(hypervisor: Hypervisor, reason: Reason) -> Option<&'static str> {
         | Reason::OptOut
         | Reason::IncompatibleDevice
         | Reason::WorkloadUnsupported
-        | Reason::MigrationSourceKvm
-        | Reason::MigrationSourceMshv => return None,
+        | Reason::NeedsLiveMigration
+        | Reason::MigrationSourceKvm => return None,
     })
 }
 
@@ -128,6 +138,8 @@ mod tests {
                     | Reason::LauncherImage
                     | Reason::LauncherPinsKvm
                     | Reason::MigrationSourceUnknown
+                    | Reason::LauncherLayoutUnknown
+                    | Reason::MigrationSourceMshv
             );
             assert_eq!(kvm.is_some(), actionable, "{r:?}");
             if let Some(h) = kvm {

@@ -14,18 +14,11 @@ use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 
 /// The Pod has a type the API server would never send at `path` (e.g. `labels` is a string):
 /// the policy leaves such a Pod unchanged rather than overwrite what it does not understand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected Pod shape at {path}")]
 pub struct EditError {
     pub path: String,
 }
-
-impl std::fmt::Display for EditError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unexpected Pod shape at {}", self.path)
-    }
-}
-
-impl std::error::Error for EditError {}
 
 /// The object at `key` of `parent`, created empty when absent or null.
 fn object_at<'v>(
@@ -139,22 +132,25 @@ fn edit_resource_maps(
     Ok(changed)
 }
 
-/// Sets the value of the launcher's `--hypervisor` flag, when it takes one.
+/// Sets the value of the launcher's `--hypervisor` flag where it is (`command` on KubeVirt
+/// v1.8/v1.9, `args` on main), when it takes one. Only a layout `launcher::recognize` knows
+/// reaches here: the flag occurs once, so this is the value virt-launcher will read.
 fn set_hypervisor_flag(
     container: &mut Value,
     compute: usize,
     flag: HypervisorFlag,
     hypervisor_arg: &str,
 ) -> Result<bool, EditError> {
-    let (index, value) = match flag {
+    let (list, index, value) = match flag {
         HypervisorFlag::Absent => return Ok(false),
-        HypervisorFlag::Separate(i) => (i, hypervisor_arg.to_string()),
-        HypervisorFlag::Joined(i) => (i, format!("--hypervisor={hypervisor_arg}")),
+        HypervisorFlag::Separate(l, i) => (l, i, hypervisor_arg.to_string()),
+        HypervisorFlag::Joined(l, i) => (l, i, format!("--hypervisor={hypervisor_arg}")),
     };
+    let key = list.key();
     let slot = container
-        .pointer_mut(&format!("/command/{index}"))
+        .pointer_mut(&format!("/{key}/{index}"))
         .ok_or_else(|| EditError {
-            path: format!("spec.containers[{compute}].command[{index}]"),
+            path: format!("spec.containers[{compute}].{key}[{index}]"),
         })?;
     if slot.as_str() == Some(value.as_str()) {
         return Ok(false);
@@ -216,6 +212,7 @@ pub fn require_node_label(pod: &mut Value, node_label: &str) -> Result<bool, Edi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launcher::ArgList;
 
     fn pod() -> Value {
         json!({
@@ -245,7 +242,7 @@ mod tests {
     #[test]
     fn switch_changes_both_maps_and_the_flag_once() {
         let mut p = pod();
-        assert!(switch(&mut p, HypervisorFlag::Separate(2)).unwrap());
+        assert!(switch(&mut p, HypervisorFlag::Separate(ArgList::Command, 2)).unwrap());
         let c = &p["spec"]["containers"][0];
         assert_eq!(
             c["resources"]["limits"],
@@ -258,7 +255,7 @@ mod tests {
         assert_eq!(c["command"][2], "hyperv-direct");
         assert_eq!(c["command"][3], "--run-as-nonroot");
         let once = p.clone();
-        assert!(!switch(&mut p, HypervisorFlag::Separate(2)).unwrap());
+        assert!(!switch(&mut p, HypervisorFlag::Separate(ArgList::Command, 2)).unwrap());
         assert_eq!(p, once);
     }
 
@@ -268,7 +265,7 @@ mod tests {
         p["spec"]["containers"][0]["command"] = json!(["/x", "--hypervisor=kvm"]);
         p["spec"]["containers"][0]["resources"] =
             json!({"limits": {"devices.kubevirt.io/kvm": "1"}});
-        switch(&mut p, HypervisorFlag::Joined(1)).unwrap();
+        switch(&mut p, HypervisorFlag::Joined(ArgList::Command, 1)).unwrap();
         let c = &p["spec"]["containers"][0];
         assert_eq!(c["command"][1], "--hypervisor=hyperv-direct");
         assert_eq!(
@@ -288,13 +285,48 @@ mod tests {
     }
 
     #[test]
+    fn flag_in_args_is_rewritten_there() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["command"] = json!(["/usr/bin/virt-launcher-monitor"]);
+        p["spec"]["containers"][0]["args"] = json!(["--name", "vm", "--hypervisor", "kvm"]);
+        assert!(switch(&mut p, HypervisorFlag::Separate(ArgList::Args, 3)).unwrap());
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["/usr/bin/virt-launcher-monitor"]));
+        assert_eq!(
+            c["args"],
+            json!(["--name", "vm", "--hypervisor", "hyperv-direct"])
+        );
+        let mut q = pod();
+        q["spec"]["containers"][0]["args"] = json!(["--hypervisor=kvm"]);
+        let add = add_mshv_device(
+            &mut q,
+            0,
+            HypervisorFlag::Joined(ArgList::Args, 0),
+            "devices.kubevirt.io/mshv",
+            "hyperv-direct",
+        );
+        assert!(add.unwrap());
+        assert_eq!(
+            q["spec"]["containers"][0]["args"],
+            json!(["--hypervisor=hyperv-direct"])
+        );
+        let mut bad = pod();
+        assert_eq!(
+            switch(&mut bad, HypervisorFlag::Separate(ArgList::Args, 1))
+                .unwrap_err()
+                .path,
+            "spec.containers[0].args[1]"
+        );
+    }
+
+    #[test]
     fn add_keeps_the_kvm_device_and_sets_the_flag_once() {
         let mut p = pod();
         let add = |p: &mut Value| {
             add_mshv_device(
                 p,
                 0,
-                HypervisorFlag::Separate(2),
+                HypervisorFlag::Separate(ArgList::Command, 2),
                 "devices.kubevirt.io/mshv",
                 "hyperv-direct",
             )

@@ -12,7 +12,7 @@
 //! {"metadata": {"namespace", "ownerReferences",
 //!               "labels": {<the labels the policy reads or writes>},
 //!               "annotations": {<the annotations the policy reads or writes>}},
-//!  "spec": {"containers": [{"name", "image", "command", "resources"}, ...], "affinity",
+//!  "spec": {"containers": [{"name", "image", "command", "args", "resources"}, ...], "affinity",
 //!           "nodeSelector"}}
 //! ```
 //!
@@ -62,6 +62,8 @@ const CONTAINER: Shape = Shape::Object(&[
     ("name", Shape::Whole),
     ("image", Shape::Whole),
     ("command", Shape::Whole),
+    // KubeVirt main renders `--hypervisor` in `args` (PR #18237).
+    ("args", Shape::Whole),
     ("resources", Shape::Whole),
 ]);
 const SPEC: Shape = Shape::Object(&[
@@ -742,7 +744,7 @@ mod tests {
             crate::mutate::switch_to_mshv(
                 pod,
                 0,
-                HypervisorFlag::Separate(2),
+                HypervisorFlag::Separate(crate::launcher::ArgList::Command, 2),
                 "devices.kubevirt.io/kvm",
                 "devices.kubevirt.io/mshv",
                 "hyperv-direct",
@@ -899,7 +901,7 @@ mod tests {
             1 => ".{0,4}",
             2 => prop::sample::select(vec![
                 "metadata", "spec", "containers", "affinity", "labels", "annotations",
-                "namespace", "ownerReferences", "name", "command", "resources", "kubevirt.io",
+                "namespace", "ownerReferences", "name", "command", "args", "resources", "kubevirt.io",
                 "kubevirt.io/domain", "hyperv-layered.io/hypervisor",
             ])
             .prop_map(str::to_string),
@@ -949,6 +951,7 @@ mod tests {
             4 => with(map(), vec![
                 ("name", arb_json().boxed()),
                 ("command", arb_json().boxed()),
+                ("args", arb_json().boxed()),
                 ("resources", arb_json().boxed()),
             ]),
             1 => arb_json(),
@@ -1036,7 +1039,7 @@ mod tests {
             for pod in [&mut doc.view, &mut want] {
                 let a = crate::mutate::require_node_label(pod, &label);
                 let b = crate::mutate::record(pod, Hypervisor::Mshv, Reason::Selected);
-                let c = crate::mutate::switch_to_mshv(pod, 0, HypervisorFlag::Separate(1), "k", "m", "h");
+                let c = crate::mutate::switch_to_mshv(pod, 0, HypervisorFlag::Separate(crate::launcher::ArgList::Command, 1), "k", "m", "h");
                 results.push(format!("{a:?} {b:?} {c:?}"));
             }
             prop_assert_eq!(&results[0], &results[1]);

@@ -268,17 +268,18 @@ fn decision_log(
     facts: &HostFacts,
     host_calls: u32,
 ) -> DecisionLog {
-    let gate = match settings.gate.mode {
-        GateMode::Enabled => "per-pod",
-        GateMode::Disabled => "off",
-        GateMode::Kubevirt => match &facts.kubevirt {
-            Some(Ok(kv)) => match decision::gate_from_kubevirt(kv.as_ref(), settings) {
-                GateState::PerPod => "per-pod",
-                GateState::ClusterMshv => "cluster-mshv",
-                GateState::Off => "off",
-            },
-            _ => "unknown",
-        },
+    // Only a decided launcher is logged: a disabled gate returns before recognition and an
+    // off gate before the log, so the gate was per-Pod or cluster-wide mshv, or unknown when the
+    // CR could not be read. In `enabled` mode a CR read (for the eviction strategy) says nothing
+    // about the gate.
+    let gate = match (settings.gate.mode, &facts.kubevirt) {
+        (GateMode::Kubevirt, Some(Err(_))) => "unknown",
+        (GateMode::Kubevirt, Some(Ok(kv)))
+            if decision::gate_from_kubevirt(kv, settings) == GateState::ClusterMshv =>
+        {
+            "cluster-mshv"
+        }
+        _ => "per-pod",
     };
     let capable_node_found = match facts.capable {
         Some(Ok(true)) => "true",
@@ -367,7 +368,10 @@ fn apply_decision<'a>(
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     };
     let mut changed = false;
-    if d.hypervisor == Hypervisor::Mshv && !terms.is_zero() {
+    // A layout the policy does not know is left exactly as rendered: no memory edit either
+    // (an mshv-rendered launcher would otherwise still get the delta).
+    let as_rendered = d.reason == Reason::LauncherLayoutUnknown;
+    if d.hypervisor == Hypervisor::Mshv && !as_rendered && !terms.is_zero() {
         match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
             Ok((c, report_warnings)) => {
                 changed = c;
@@ -451,8 +455,7 @@ fn add_mshv_memory(
     facts: &mut HostFacts,
 ) -> Result<(bool, Vec<String>), LookupError> {
     let kv_config = match facts.kubevirt() {
-        Ok(Some(kv)) => KubeVirtMemoryConfig::from_kubevirt_cr(kv),
-        Ok(None) => Ok(KubeVirtMemoryConfig::default()),
+        Ok(kv) => KubeVirtMemoryConfig::from_kubevirt_cr(kv),
         Err(e) => Err(memory::MemoryError::KubeVirtUnavailable {
             cause: e.to_string(),
         }),
@@ -496,7 +499,7 @@ fn add_mshv_memory(
 struct HostFacts<'h> {
     host: &'h dyn Host,
     settings: &'h Settings,
-    kubevirt: Option<Result<Option<Value>, LookupError>>,
+    kubevirt: Option<Result<Value, LookupError>>,
     capable: Option<Result<bool, LookupError>>,
     vmi: Option<Result<Value, LookupError>>,
 }
@@ -512,8 +515,8 @@ impl<'h> HostFacts<'h> {
         }
     }
 
-    /// The launcher's VMI, read once per request (the workload rule and the memory step both
-    /// use it).
+    /// The launcher's VMI, read once per request (the live-migration rule, the workload rule
+    /// and the memory step all use it).
     fn vmi(&mut self, l: &Launcher) -> Result<&Value, LookupError> {
         let host = self.host;
         match self
@@ -527,13 +530,13 @@ impl<'h> HostFacts<'h> {
 }
 
 impl Facts for HostFacts<'_> {
-    fn kubevirt(&mut self) -> Result<Option<&Value>, LookupError> {
+    fn kubevirt(&mut self) -> Result<&Value, LookupError> {
         let (host, settings) = (self.host, self.settings);
         match self
             .kubevirt
             .get_or_insert_with(|| cluster::kubevirt_cr(host, settings))
         {
-            Ok(kv) => Ok(kv.as_ref()),
+            Ok(kv) => Ok(kv),
             Err(e) => Err(e.clone()),
         }
     }
@@ -550,7 +553,14 @@ impl Facts for HostFacts<'_> {
         cluster::migration_source(self.host, self.settings, &l.namespace, &l.vmi_uid, job)
     }
 
-    fn unsupported_workload(&mut self, l: &Launcher) -> Result<Option<&'static str>, LookupError> {
+    fn eviction_strategy(&mut self, l: &Launcher) -> Result<Option<String>, LookupError> {
+        if let Some(s) = decision::vmi_eviction_strategy(self.vmi(l)?) {
+            return Ok(Some(s.to_string()));
+        }
+        Ok(decision::cluster_eviction_strategy(self.kubevirt()?).map(str::to_string))
+    }
+
+    fn unsupported_workload(&mut self, l: &Launcher) -> Result<bool, LookupError> {
         Ok(decision::unsupported_workload(self.vmi(l)?))
     }
 }
@@ -592,9 +602,180 @@ mod tests {
                        "allocatable": {"devices.kubevirt.io/mshv": "1000"}}}]})
     }
 
+    /// Per-Pod mode without the live-migration rule (its VMI read has tests of its own).
     fn per_pod() -> Value {
         json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true,
-               "launcherImages": ["quay.io/kubevirt/virt-launcher"]})
+               "launcherImages": ["quay.io/kubevirt/virt-launcher"],
+               "liveMigration": {"keepOnKvm": []}})
+    }
+
+    fn vmi_with(eviction: Option<&str>) -> Value {
+        let mut vmi = json!({"metadata": {"name": "testvm", "namespace": "default"}, "spec": {}});
+        if let Some(e) = eviction {
+            vmi["spec"]["evictionStrategy"] = json!(e);
+        }
+        vmi
+    }
+
+    /// The default `liveMigration.keepOnKvm: [LiveMigrate]`: one VMI read decides, the KubeVirt
+    /// CR only when the VMI sets no strategy, and a failed read follows `onLookupError`.
+    #[test]
+    fn live_migrate_vms_stay_on_kvm() {
+        let settings = json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true,
+                              "launcherImages": ["quay.io/kubevirt/virt-launcher"]});
+        let run = |host: &FakeHost| {
+            let r = evaluate(
+                &payload(&fixture("launcher-main-kvm.json"), settings.clone()),
+                host,
+            );
+            let reason = r.mutated_object.as_ref().map(|p| {
+                p["metadata"]["annotations"]["hyperv-layered.io/reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+            (reason, r.warnings.unwrap_or_default())
+        };
+        let vmi = |e| Ok(vmi_with(e));
+        let host = FakeHost::default().with(
+            "get_resource/VirtualMachineInstance",
+            vmi(Some("LiveMigrate")),
+        );
+        assert_eq!(run(&host).0.as_deref(), Some("needs-live-migration"));
+        assert_eq!(host.kinds(), ["VirtualMachineInstance"]);
+
+        let host = FakeHost::default()
+            .with(
+                "get_resource/VirtualMachineInstance",
+                vmi(Some("LiveMigrateIfPossible")),
+            )
+            .with("list_resources_all/Node", Ok(capable_nodes()));
+        let (reason, warnings) = run(&host);
+        assert_eq!(reason.as_deref(), Some("selected"));
+        assert!(
+            warnings[0].contains("LiveMigrateIfPossible") && warnings[0].contains("dirty-page"),
+            "{warnings:?}"
+        );
+        assert_eq!(host.kinds(), ["VirtualMachineInstance", "Node"]);
+
+        // No strategy on the VMI: the KubeVirt CR's decides.
+        let host = FakeHost::default()
+            .with("get_resource/VirtualMachineInstance", vmi(None))
+            .with(
+                "get_resource/KubeVirt",
+                Ok(json!({"spec": {"configuration": {"evictionStrategy": "LiveMigrate"}}})),
+            );
+        assert_eq!(run(&host).0.as_deref(), Some("needs-live-migration"));
+        assert_eq!(host.kinds(), ["VirtualMachineInstance", "KubeVirt"]);
+
+        // Neither says: KubeVirt's default, None.
+        let host = FakeHost::default()
+            .with("get_resource/VirtualMachineInstance", vmi(None))
+            .with(
+                "get_resource/KubeVirt",
+                Ok(json!({"spec": {"configuration": {}}})),
+            )
+            .with("list_resources_all/Node", Ok(capable_nodes()));
+        let (reason, warnings) = run(&host);
+        assert_eq!(reason.as_deref(), Some("selected"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        // A strategy KubeVirt does not define: KVM, with a word.
+        let host = FakeHost::default().with(
+            "get_resource/VirtualMachineInstance",
+            vmi(Some("Sometimes")),
+        );
+        let (reason, warnings) = run(&host);
+        assert_eq!(reason.as_deref(), Some("needs-live-migration"));
+        assert!(warnings[0].contains("\"Sometimes\""), "{warnings:?}");
+
+        // A failed read: lookup-error (fallback), or a 503 with onLookupError: reject.
+        let host =
+            FakeHost::default().with("get_resource/VirtualMachineInstance", Err("forbidden"));
+        assert_eq!(run(&host).0.as_deref(), Some("lookup-error"));
+        let mut reject = settings.clone();
+        reject["onLookupError"] = json!("reject");
+        let r = evaluate(&payload(&fixture("launcher-main-kvm.json"), reject), &host);
+        assert_eq!((r.accepted, r.code), (false, Some(503)));
+    }
+
+    /// KubeVirt main's layout (every flag in `args`) is switched where the flag is, and a layout
+    /// nobody renders is left exactly as it came, with the reason and a warning.
+    #[test]
+    fn main_layout_is_switched_in_args_and_unknown_layouts_are_left_alone() {
+        // Mixed mode counts only nodes that also serve the KVM device.
+        let mut nodes = capable_nodes();
+        nodes["items"][0]["status"]["allocatable"]["devices.kubevirt.io/kvm"] = json!("1k");
+        let host = FakeHost::default().with("list_resources_all/Node", Ok(nodes));
+        let mixed = json!({"gate": {"mode": "enabled"}, "mixedMode": true,
+                           "launcherImages": ["quay.io/kubevirt/virt-launcher"],
+                           "liveMigration": {"keepOnKvm": []}});
+        let r = evaluate(
+            &payload(&fixture("launcher-main-kvm.json"), mixed.clone()),
+            &host,
+        );
+        let pod = r.mutated_object.expect("a mutation");
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["/usr/bin/virt-launcher-monitor"]));
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let i = args.iter().position(|a| *a == "--hypervisor").unwrap();
+        assert_eq!(args[i + 1], "hyperv-direct");
+        assert_eq!(c["resources"]["limits"]["devices.kubevirt.io/kvm"], "1");
+        assert_eq!(c["resources"]["limits"]["devices.kubevirt.io/mshv"], "1");
+
+        for f in [
+            "launcher-layout-both-lists.json",
+            "launcher-layout-wrapper.json",
+        ] {
+            let host = FakeHost::default();
+            let req = fixture(f);
+            let r = evaluate(&payload(&req, mixed.clone()), &host);
+            let pod = r.mutated_object.expect("the record");
+            assert_eq!(pod["spec"], req["object"]["spec"], "{f}: spec edited");
+            assert_eq!(
+                pod["metadata"]["labels"]["hyperv-layered.io/reason"],
+                "launcher-layout-unknown"
+            );
+            assert_eq!(
+                pod["metadata"]["labels"]["hyperv-layered.io/hypervisor"],
+                "kvm"
+            );
+            assert!(
+                r.warnings.unwrap()[0].contains("left on kvm as rendered"),
+                "{f}"
+            );
+            assert!(host.kinds().is_empty(), "{f}: {:?}", host.kinds());
+            let log = host.logs.borrow()[0].clone();
+            assert_eq!(
+                (log.level, log.reason),
+                (Level::Warning, "launcher-layout-unknown")
+            );
+            assert!(!log.hint.is_empty());
+        }
+    }
+
+    /// A GPU launcher with dedicated CPUs in mixed mode: incompatible-device from the Pod, no
+    /// VMI read (before, a failed VMI read made it lookup-error).
+    #[test]
+    fn host_devices_are_decided_before_any_lookup() {
+        let host = FakeHost::default().with("get_resource/VirtualMachineInstance", Err("boom"));
+        let mixed = json!({"gate": {"mode": "enabled"}, "mixedMode": true,
+                           "launcherImages": ["quay.io/kubevirt/virt-launcher"]});
+        let r = evaluate(
+            &payload(&fixture("launcher-dedicated-gpu.json"), mixed),
+            &host,
+        );
+        let pod = r.mutated_object.expect("the record");
+        assert_eq!(
+            pod["metadata"]["labels"]["hyperv-layered.io/reason"],
+            "incompatible-device"
+        );
+        assert!(host.kinds().is_empty(), "{:?}", host.kinds());
     }
 
     #[test]
@@ -664,7 +845,8 @@ mod tests {
     fn reject_mode_answers_503() {
         let host = FakeHost::default().with("list_resources_all/Node", Err("connection refused"));
         let s = json!({"gate": {"mode": "enabled"}, "onLookupError": "reject",
-                       "launcherImages": ["quay.io/kubevirt/virt-launcher"]});
+                       "launcherImages": ["quay.io/kubevirt/virt-launcher"],
+                       "liveMigration": {"keepOnKvm": []}});
         let r = evaluate(&payload(&fixture("launcher-v1.5.json"), s), &host);
         assert!(!r.accepted);
         assert_eq!(r.code, Some(503));

@@ -46,7 +46,9 @@ pub enum Reason {
     OptOut,
     /// No node is labelled capable, Ready, schedulable and (optionally) allocatable.
     NoCapableNode,
-    /// The launcher requests a device mshv cannot serve (`incompatibleResources`).
+    /// The launcher requests a device mshv cannot serve: one of `incompatibleResources`, or a
+    /// host device (GPU, SR-IOV VF, any extended resource outside `devices.kubevirt.io/`, a DRA
+    /// claim), decided from the Pod before any lookup.
     IncompatibleDevice,
     /// The launcher takes `--hypervisor` and the cluster's virt-handler serves only one device.
     LauncherPinsKvm,
@@ -64,6 +66,13 @@ pub enum Reason {
     /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
     /// CPUs with an isolated emulator thread, realtime), kept on KVM.
     WorkloadUnsupported,
+    /// The compute container's command line is not a layout this policy knows (`--hypervisor`
+    /// twice or in both `command` and `args`, without a value or with an unknown one, or an
+    /// entrypoint other than virt-launcher-monitor/virt-launcher): left exactly as rendered.
+    LauncherLayoutUnknown,
+    /// The VM's eviction strategy is in `liveMigration.keepOnKvm` (default `LiveMigrate`): it
+    /// must stay live-migratable, which a running mshv VM is not.
+    NeedsLiveMigration,
 }
 
 impl Reason {
@@ -81,10 +90,12 @@ impl Reason {
             Reason::LookupError => "lookup-error",
             Reason::LauncherImage => "launcher-image",
             Reason::WorkloadUnsupported => "workload-unsupported",
+            Reason::LauncherLayoutUnknown => "launcher-layout-unknown",
+            Reason::NeedsLiveMigration => "needs-live-migration",
         }
     }
 
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Selected,
         Reason::ClusterMshv,
         Reason::OptOut,
@@ -97,6 +108,8 @@ impl Reason {
         Reason::LookupError,
         Reason::LauncherImage,
         Reason::WorkloadUnsupported,
+        Reason::LauncherLayoutUnknown,
+        Reason::NeedsLiveMigration,
     ];
 }
 

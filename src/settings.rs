@@ -38,7 +38,8 @@ pub struct Settings {
     pub node_label: String,
     /// Extended resource that hands `/dev/mshv` to the launcher.
     pub device_resource: String,
-    /// Extended resource that hands `/dev/kvm` to the launcher; replaced by `deviceResource`.
+    /// Extended resource that hands `/dev/kvm` to the launcher: replaced by `deviceResource`
+    /// for fork launchers and with `perPodHypervisor`, kept beside it in `mixedMode`.
     pub kvm_device_resource: String,
     /// Value written after the launcher's `--hypervisor` flag.
     pub hypervisor_arg: String,
@@ -50,8 +51,8 @@ pub struct Settings {
     /// (virt-handler chowns `/dev/kvm` and allows it in the device cgroup, and fails the VM
     /// when it is missing) and gets the mshv device added.
     pub mixed_mode: bool,
-    /// Launcher images known to run an mshv domain (libvirt >= 11.10 with the `hyperv` virt
-    /// type, QEMU >= 10.2 with the mshv accelerator): exact references, repositories (any tag
+    /// Launcher images known to run an mshv domain (their QEMU lists the mshv accelerator and
+    /// their libvirt has the `hyperv` virt type, see docs/install.md): exact references, repositories (any tag
     /// or digest) or prefixes ending in `*`. Only launchers whose compute image matches are
     /// switched to mshv.
     pub launcher_images: Vec<String>,
@@ -63,6 +64,67 @@ pub struct Settings {
     pub on_lookup_error: OnLookupError,
     /// Memory overhead added for mshv VMs on top of KubeVirt's own.
     pub memory_overhead: MemoryOverhead,
+    /// VMs that must stay live-migratable, and so stay on KVM.
+    pub live_migration: LiveMigration,
+}
+
+/// A running mshv VM cannot be live-migrated (QEMU's mshv accelerator has no dirty-page
+/// logging), so VMs whose eviction strategy asks for live migration stay on KVM.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LiveMigration {
+    /// Eviction strategies whose VMs stay on KVM (reason `needs-live-migration`): the VMI's
+    /// `spec.evictionStrategy`, else the KubeVirt CR's `spec.configuration.evictionStrategy`.
+    /// An empty list turns the rule, and the VMI read it needs, off.
+    pub keep_on_kvm: Vec<EvictionStrategy>,
+}
+
+impl Default for LiveMigration {
+    fn default() -> Self {
+        LiveMigration {
+            keep_on_kvm: vec![EvictionStrategy::LiveMigrate],
+        }
+    }
+}
+
+/// KubeVirt's eviction strategies (kubevirt/kubevirt@d923fdb8
+/// staging/src/kubevirt.io/api/core/v1/types.go `EvictionStrategy*`), spelled as KubeVirt
+/// spells them.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(JsonSchema))]
+pub enum EvictionStrategy {
+    /// A drain live-migrates the VM and waits for the migration.
+    LiveMigrate,
+    /// A drain live-migrates the VM when KubeVirt deems it migratable, else evicts it.
+    LiveMigrateIfPossible,
+    /// A drain is left to an external controller (which migrates or stops the VM).
+    External,
+    /// A drain evicts (stops) the VM.
+    None,
+}
+
+impl EvictionStrategy {
+    pub const ALL: [EvictionStrategy; 4] = [
+        EvictionStrategy::LiveMigrate,
+        EvictionStrategy::LiveMigrateIfPossible,
+        EvictionStrategy::External,
+        EvictionStrategy::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionStrategy::LiveMigrate => "LiveMigrate",
+            EvictionStrategy::LiveMigrateIfPossible => "LiveMigrateIfPossible",
+            EvictionStrategy::External => "External",
+            EvictionStrategy::None => "None",
+        }
+    }
+
+    /// The strategy a VMI or KubeVirt CR names, `None` for a name KubeVirt does not define.
+    pub fn from_api(name: &str) -> Option<EvictionStrategy> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -158,6 +220,7 @@ impl Default for Settings {
             ],
             on_lookup_error: OnLookupError::default(),
             memory_overhead: MemoryOverhead::default(),
+            live_migration: LiveMigration::default(),
         }
     }
 }
@@ -185,19 +248,12 @@ impl Default for MshvOverhead {
 }
 
 /// An invalid setting: the dotted field path and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("settings field `{field}`: {message}")]
 pub struct SettingsError {
     pub field: String,
     pub message: String,
 }
-
-impl std::fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "settings field `{}`: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for SettingsError {}
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> SettingsError {
     SettingsError {
@@ -312,8 +368,8 @@ impl Settings {
         if self.mixed_mode && self.launcher_images.is_empty() {
             return Err(invalid(
                 "launcherImages",
-                "mixedMode needs at least one launcher image known to run mshv (libvirt >= 11.10 \
-                 with the hyperv virt type, QEMU >= 10.2 with mshv); stock KubeVirt v1.8/v1.9 \
+                "mixedMode needs at least one launcher image known to run mshv (its QEMU lists the \
+                 mshv accelerator and its libvirt has the hyperv virt type); stock KubeVirt v1.8/v1.9 \
                  launcher images cannot, and with no image listed nothing would be switched",
             ));
         }
@@ -365,6 +421,10 @@ mod tests {
         assert!(s.require_allocatable);
         assert_eq!(s.on_lookup_error, OnLookupError::Fallback);
         assert!(s.mshv_terms().unwrap().is_zero());
+        assert_eq!(
+            s.live_migration.keep_on_kvm,
+            [EvictionStrategy::LiveMigrate]
+        );
     }
 
     #[test]
@@ -383,7 +443,8 @@ mod tests {
             "requireAllocatable": false,
             "incompatibleResources": [],
             "onLookupError": "reject",
-            "memoryOverhead": {"mshv": {"fixed": "64Mi", "perVcpu": "2Mi", "guestMemoryPercent": "1.5"}}
+            "memoryOverhead": {"mshv": {"fixed": "64Mi", "perVcpu": "2Mi", "guestMemoryPercent": "1.5"}},
+            "liveMigration": {"keepOnKvm": ["LiveMigrate", "LiveMigrateIfPossible", "External", "None"]}
         });
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(s.gate.mode, GateMode::Enabled);
@@ -425,6 +486,9 @@ mod tests {
     #[case::root_12(json!({"memoryOverhead": {"mshv": {"perVcpu": "-1Mi"}}}), "memoryOverhead.mshv.perVcpu", )]
     #[case::root_13(json!({"memoryOverhead": {"mshv": {"guestMemoryPercent": "101"}}}), "memoryOverhead.mshv.guestMemoryPercent", )]
     #[case::memoryoverhead_kvm(json!({"memoryOverhead": {"kvm": {}}}), "memoryOverhead.kvm")]
+    #[case::keep_on_kvm_value(json!({"liveMigration": {"keepOnKvm": ["LiveMigrate", "livemigrate"]}}), "liveMigration.keepOnKvm[1]")]
+    #[case::keep_on_kvm_type(json!({"liveMigration": {"keepOnKvm": "LiveMigrate"}}), "liveMigration.keepOnKvm")]
+    #[case::live_migration_extra(json!({"liveMigration": {"keep": []}}), "liveMigration.keep")]
     fn every_invalid_field_is_named(#[case] v: serde_json::Value, #[case] field: &str) {
         let e = err(v.clone());
         assert_eq!(e.field, field, "{v} gave {e}");
@@ -465,26 +529,42 @@ mod tests {
         );
     }
 
+    /// Every field of the settings, as `Settings::default()` serializes it, is a property of
+    /// the schema at the same place (the schema file test above only checks that the file is
+    /// what schemars writes, not that schemars saw every field).
     #[test]
-    fn schema_lists_every_setting() {
-        let schema = schema().to_string();
-        for f in [
-            "gate",
-            "featureGates",
-            "trustedCreators",
-            "nodeLabel",
-            "deviceResource",
-            "kvmDeviceResource",
-            "hypervisorArg",
-            "perPodHypervisor",
-            "mixedMode",
-            "launcherImages",
-            "requireAllocatable",
-            "incompatibleResources",
-            "onLookupError",
-            "guestMemoryPercent",
-        ] {
-            assert!(schema.contains(f), "{f} missing from schema");
+    fn schema_describes_every_setting() {
+        let schema = schema();
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        fn walk(
+            schema: &serde_json::Value,
+            root: &serde_json::Value,
+            value: &serde_json::Value,
+            path: &str,
+        ) {
+            let Some(fields) = value.as_object() else {
+                return;
+            };
+            // A nested struct is a `$ref` into the schema's definitions.
+            let node = match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => root
+                    .pointer(r.trim_start_matches('#'))
+                    .unwrap_or_else(|| panic!("{path}: dangling {r}")),
+                None => schema,
+            };
+            let props = node
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .unwrap_or_else(|| panic!("{path}: no properties in {node}"));
+            assert_eq!(
+                props.keys().collect::<std::collections::BTreeSet<_>>(),
+                fields.keys().collect::<std::collections::BTreeSet<_>>(),
+                "{path}: schema properties differ from the settings' fields"
+            );
+            for (k, v) in fields {
+                walk(&props[k], root, v, &format!("{path}.{k}"));
+            }
         }
+        walk(&schema, &schema, &defaults, "(root)");
     }
 }

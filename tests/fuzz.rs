@@ -3,7 +3,9 @@
 //! Inputs: arbitrary JSON and bytes; admission requests built from the fixture launchers with
 //! fields removed, retyped or enlarged; random settings; random lookup replies (errors, garbage,
 //! empty and huge lists). Properties: never a panic; always a well-formed response; no `remove`
-//! op but the KVM device the mshv device replaces; the policy on its own output changes nothing.
+//! op but the KVM device the mshv device replaces; the policy on its own output changes nothing;
+//! the hypervisor device agrees with the launcher's `--hypervisor` (every layout of
+//! `fuzzgen::LAYOUTS`).
 //!
 //! Case count: `PROPTEST_CASES` (default 256 per property here, so `cargo test` stays quick;
 //! `make fuzz` and CI run 100,000+). The count actually run is printed.
@@ -82,6 +84,7 @@ fn check(request: &Value, settings: &Value, host: &RandomHost) -> Result<bool, T
     };
     let original = request.get("object").cloned().unwrap_or(Value::Null);
     switched_only_listed_images(&original, &mutated, settings)?;
+    device_agrees_with_flag(&original, &mutated, settings)?;
     let patch = json_patch::diff(&original, &mutated);
     for op in &patch.0 {
         if let json_patch::PatchOperation::Remove(rm) = op {
@@ -156,6 +159,100 @@ fn switched_only_listed_images(
             image_listed(settings, image),
             "switched a launcher whose image {image:?} is not in {}",
             settings["launcherImages"]
+        );
+    }
+    Ok(())
+}
+
+/// Every `--hypervisor` value of a compute container, over `command` then `args`, in both
+/// forms (an independent reading: not the policy's `launcher` module).
+fn hypervisor_values(c: &Value) -> Vec<Option<String>> {
+    let items: Vec<&Value> = ["command", "args"]
+        .iter()
+        .filter_map(|k| c[*k].as_array())
+        .flatten()
+        .collect();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str() {
+            Some("--hypervisor") => out.push(
+                items
+                    .get(i + 1)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            ),
+            Some(s) if s.starts_with("--hypervisor=") => {
+                out.push(Some(s["--hypervisor=".len()..].to_string()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Issue 16 item 1: no Pod the policy writes has a hypervisor device that disagrees with the
+/// launcher's `--hypervisor` value. Where the policy switched the launcher (added the mshv
+/// device or changed the command line): the flag occurs at most once; present, it says the
+/// mshv hypervisor (`hypervisorArg`, never `kvm`) exactly when the mshv device is requested; the
+/// KVM device stays exactly in mixed mode (and goes otherwise); and the entrypoint is one
+/// KubeVirt renders. A Pod whose layout is refused is never half-edited: its command line and
+/// devices are exactly as rendered.
+fn device_agrees_with_flag(
+    original: &Value,
+    mutated: &Value,
+    settings: &Value,
+) -> Result<(), TestCaseError> {
+    let (Some(before), Some(after)) = (compute(original), compute(mutated)) else {
+        return Ok(());
+    };
+    let has = |c: &Value, r: &str| {
+        ["limits", "requests"]
+            .iter()
+            .any(|m| c["resources"][m].get(r).is_some())
+    };
+    let (mshv, kvm) = ("devices.kubevirt.io/mshv", "devices.kubevirt.io/kvm");
+    let lists_changed = before["command"] != after["command"] || before["args"] != after["args"];
+    let switched = (has(after, mshv) && !has(before, mshv)) || lists_changed;
+    let reason = mutated
+        .pointer("/metadata/annotations/hyperv-layered.io~1reason")
+        .and_then(Value::as_str);
+    if reason == Some("launcher-layout-unknown") {
+        prop_assert!(!switched, "a refused layout was edited");
+        prop_assert_eq!(&before["resources"], &after["resources"]);
+        return Ok(());
+    }
+    if !switched {
+        return Ok(());
+    }
+    let arg = settings["hypervisorArg"]
+        .as_str()
+        .unwrap_or("hyperv-direct");
+    let values = hypervisor_values(after);
+    prop_assert!(values.len() <= 1, "--hypervisor {values:?} after a switch");
+    let entry = after["command"][0].as_str().unwrap_or_default();
+    prop_assert!(
+        entry.ends_with("/virt-launcher-monitor")
+            || entry.ends_with("/virt-launcher")
+            || entry == "virt-launcher-monitor"
+            || entry == "virt-launcher",
+        "switched a launcher with entrypoint {entry:?}"
+    );
+    prop_assert!(has(after, mshv), "switched without the mshv device");
+    if let Some(value) = values.first() {
+        prop_assert_eq!(
+            value.as_deref(),
+            Some(arg),
+            "the mshv device with --hypervisor {:?}",
+            value
+        );
+        prop_assert!(value.as_deref() != Some("kvm"));
+        // Mixed mode keeps the KVM device for virt-handler; a per-Pod switch replaces it.
+        let mixed = settings["mixedMode"] == json!(true);
+        prop_assert_eq!(
+            has(after, kvm),
+            mixed && has(before, kvm),
+            "kvm device with mixedMode={}",
+            mixed
         );
     }
     Ok(())

@@ -141,6 +141,32 @@ def launcher_v18(device="devices.kubevirt.io/kvm", hypervisor="kvm"):
     }
 
 
+MAIN_COMMIT = "d923fdb815cd2016ddaebdaaa51db04133576d72"
+# KubeVirt main raised QemuOverhead from 30Mi to 50Mi (PR #18388, kubevirt/kubevirt@d923fdb8
+# pkg/hypervisor/kvm/hypervisorbackend.go:42): the same VM's overhead is 20 MiB more.
+MAIN_OVERHEAD_DELTA = 20 << 20
+
+
+def launcher_main(hypervisor="kvm", device="devices.kubevirt.io/kvm"):
+    """KubeVirt main (kubevirt/kubevirt@d923fdb8, after PR #18237, merged as 77da8506e2):
+    `command` is only the monitor and every flag is in `args`
+    (pkg/virt-controller/services/template.go:460-474), the memory-overhead report is a Pod
+    annotation (template.go:629-631) and QEMU's overhead is 50Mi."""
+    p = launcher_v18(device=device, hypervisor=hypervisor)
+    c = p["spec"]["containers"][0]
+    flags = c["command"][1:]
+    c["command"] = ["/usr/bin/virt-launcher-monitor"]
+    c["args"] = flags
+    c["image"] = "quay.io/kubevirt/virt-launcher:v1.10.0-alpha.0"
+    for init in p["spec"]["initContainers"]:
+        init["image"] = c["image"]
+    ann = p["metadata"]["annotations"]
+    ann["kubevirt.io/memory-overhead-bytes"] = str(int(ann["kubevirt.io/memory-overhead-bytes"]) + MAIN_OVERHEAD_DELTA)
+    req = c["resources"]["requests"]
+    req["memory"] = str(int(req["memory"]) + MAIN_OVERHEAD_DELTA)
+    return p
+
+
 def launcher_v15():
     """v1.5: no --hypervisor flag, no vmi.kubevirt.io/id label, console log as a plain container,
     no memory-overhead annotation, 16 MiB video RAM (overhead 268435456 + page tables)."""
@@ -232,6 +258,7 @@ def main():
         res[m]["cpu"] = "3"
     res["limits"]["memory"] = res["requests"]["memory"]
     p["spec"]["nodeSelector"]["kubevirt.io/cpumanager"] = "true"
+    dedicated = json.loads(json.dumps(p))
     out["launcher-dedicated.json"] = review(json.loads(json.dumps(p)))
     p["spec"]["nodeSelector"]["kubevirt.io/realtime"] = "true"
     out["launcher-realtime.json"] = review(p)
@@ -245,6 +272,27 @@ def main():
     p = launcher_v18()
     p["metadata"]["annotations"].pop("kubevirt.io/memory-overhead-bytes")
     out["launcher-v1.8-kvm-no-overhead-report.json"] = review(p)
+
+    out["launcher-main-kvm.json"] = review(launcher_main())
+    p = launcher_main()
+    p["metadata"]["labels"]["kubevirt.io/migrationJobUID"] = "9a1b2c3d-0000-4000-8000-00000000feed"
+    p["metadata"]["annotations"]["kubevirt.io/migrationJobName"] = "testvm-migration-x7k2p"
+    out["launcher-main-migration-target.json"] = review(p)
+    # Layouts no KubeVirt renders: the flag in both lists, and an entrypoint that is not the
+    # monitor (a wrapper script). Left exactly as rendered.
+    p = launcher_main()
+    p["spec"]["containers"][0]["command"] += ["--hypervisor", "kvm"]
+    out["launcher-layout-both-lists.json"] = review(p)
+    p = launcher_main()
+    p["spec"]["containers"][0]["command"] = ["/bin/sh", "-c", "exec /usr/bin/virt-launcher-monitor \"$@\"", "--"]
+    out["launcher-layout-wrapper.json"] = review(p)
+    # A GPU through a device plugin (kubevirt/kubevirt@d923fdb8
+    # pkg/virt-controller/services/renderresources.go:149-160: deviceName as an extended resource)
+    # on a VM with dedicated CPUs.
+    p = json.loads(json.dumps(dedicated))
+    for m in ("limits", "requests"):
+        p["spec"]["containers"][0]["resources"][m]["nvidia.com/GA102GL_A10"] = "1"
+    out["launcher-dedicated-gpu.json"] = review(p)
 
     out["hotplug-pod.json"] = pod("hp-volume-x2k9d", {"kubevirt.io": "hotplug-disk"})
     out["exporter-pod.json"] = pod("virt-export-testvm", {"kubevirt.io": "virt-exporter"})

@@ -122,6 +122,13 @@ KV_PER_POD = kubevirt(["Snapshot", "HyperVLayered"])
 KV_CLUSTER = kubevirt(["ConfigurableHypervisor"], hypervisor="hyperv-direct")
 
 
+def kubevirt_evicting(strategy):
+    """A KubeVirt CR whose cluster-wide eviction strategy is set (gates as KV_OFF)."""
+    kv = kubevirt(["Snapshot"])
+    kv["spec"]["configuration"]["evictionStrategy"] = strategy
+    return kv
+
+
 def launcher(uid, phase, device, job=None, record=None):
     labels = {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": uid}
     if job:
@@ -142,7 +149,9 @@ def pod_list(*pods):
 MSHV, KVM = "devices.kubevirt.io/mshv", "devices.kubevirt.io/kvm"
 JOB = "9a1b2c3d-0000-4000-8000-00000000feed"
 
-# The VMI behind the fixture launchers: 1 vCPU, 2 GiB, as the API server returns it (defaulted).
+# The VMI behind the fixture launchers: 1 vCPU, 2 GiB, as the API server returns it (defaulted:
+# virt-api copies the cluster's eviction strategy into a VMI that sets none, kubevirt/kubevirt@d923fdb8
+# pkg/defaults/defaults.go:208-212, and the cluster's default is None, pkg/virt-config/configuration.go:198).
 VMI = {
     "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
     "metadata": {"name": "testvm", "namespace": "default", "uid": UID},
@@ -159,6 +168,7 @@ VMI = {
             "features": {"acpi": {"enabled": True}},
             "firmware": {"uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"},
         },
+        "evictionStrategy": "None",
         "networks": [{"name": "default", "pod": {}}],
         "volumes": [{"name": "containerdisk", "containerDisk": {"image": "quay.io/containerdisks/fedora:latest"}},
                     {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config"}}],
@@ -172,19 +182,35 @@ VMI_ISOLATED["spec"]["domain"]["cpu"]["isolateEmulatorThread"] = True
 VMI_HUGEPAGES = json.loads(json.dumps(VMI))
 VMI_HUGEPAGES["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "2Mi"}
 
+
+def vmi_evicted(strategy):
+    """The VMI with another eviction strategy (None: unset, as a VMI created without virt-api's
+    defaulting would be)."""
+    v = json.loads(json.dumps(VMI))
+    if strategy is None:
+        v["spec"].pop("evictionStrategy")
+    else:
+        v["spec"]["evictionStrategy"] = strategy
+    return v
+
+
+# The live-migration rule (liveMigration.keepOnKvm, default [LiveMigrate]) reads the VMI before
+# the node list: every per-Pod candidate for mshv makes that read first.
+VMI_READ = exchange(get_vmi(), VMI)
+
 SESSIONS = {
     # gate.mode kubevirt (default)
     "kv-off.yml": [exchange(get_kubevirt(), KV_OFF)],
     "kv-error.yml": [exchange(get_kubevirt(), error="kubevirts.kubevirt.io is forbidden")],
-    "kv-per-pod.yml": [exchange(get_kubevirt(), KV_PER_POD), exchange(list_nodes(), CAPABLE)],
+    "kv-per-pod.yml": [exchange(get_kubevirt(), KV_PER_POD), VMI_READ, exchange(list_nodes(), CAPABLE)],
     "kv-per-pod-only.yml": [exchange(get_kubevirt(), KV_PER_POD)],
-    "kv-per-pod-no-node.yml": [exchange(get_kubevirt(), KV_PER_POD), exchange(list_nodes(), NONE_CAPABLE)],
+    "kv-per-pod-no-node.yml": [exchange(get_kubevirt(), KV_PER_POD), VMI_READ,
+                               exchange(list_nodes(), NONE_CAPABLE)],
     "kv-cluster-mshv.yml": [exchange(get_kubevirt(), KV_CLUSTER), exchange(list_nodes(), CAPABLE)],
     "kv-cluster-mshv-no-node.yml": [exchange(get_kubevirt(), KV_CLUSTER), exchange(list_nodes(), EMPTY)],
-    "kv-per-pod-memory.yml": [exchange(get_kubevirt(), KV_PER_POD), exchange(list_nodes(), CAPABLE),
-                              exchange(get_vmi(), VMI)],
+    "kv-per-pod-memory.yml": [exchange(get_kubevirt(), KV_PER_POD), VMI_READ, exchange(list_nodes(), CAPABLE)],
     # gate.mode enabled
-    "nodes-error.yml": [exchange(list_nodes(), error="nodes is forbidden: User cannot list resource")],
+    "nodes-error.yml": [VMI_READ, exchange(list_nodes(), error="nodes is forbidden: User cannot list resource")],
     "migration-source-mshv.yml": [
         exchange(list_launchers(), pod_list(launcher(UID, "Running", MSHV, record="mshv"),
                                             launcher("other-vmi", "Running", KVM))),
@@ -193,25 +219,21 @@ SESSIONS = {
         exchange(list_launchers(), pod_list(launcher(UID, "Running", KVM)))],
     "migration-source-missing.yml": [
         exchange(list_launchers(), pod_list(launcher(UID, "Failed", MSHV)))],
-    "memory.yml": [exchange(list_nodes(), CAPABLE), exchange(get_kubevirt(), kubevirt(["Snapshot"])),
-                   exchange(get_vmi(), VMI)],
-    "memory-hugepages.yml": [exchange(list_nodes(), CAPABLE), exchange(get_kubevirt(), kubevirt(["Snapshot"])),
-                             exchange(get_vmi(), VMI_HUGEPAGES)],
-    "memory-vmi-error.yml": [exchange(list_nodes(), CAPABLE), exchange(get_kubevirt(), kubevirt(["Snapshot"])),
-                             exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" not found")],
+    "memory.yml": [VMI_READ, exchange(list_nodes(), CAPABLE), exchange(get_kubevirt(), kubevirt(["Snapshot"]))],
+    "memory-hugepages.yml": [exchange(get_vmi(), VMI_HUGEPAGES), exchange(list_nodes(), CAPABLE),
+                             exchange(get_kubevirt(), kubevirt(["Snapshot"]))],
+    # The VMI read is the live-migration rule's now, before the node list and the memory step.
+    "memory-vmi-error.yml": [exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" not found")],
     # The KubeVirt CR only feeds the reported memory total: a ratio KubeVirt ignores ("abc" is not
     # a float: kubevirt/kubevirt pkg/hypervisor/kvm/hypervisorbackend_test.go:279), one for which
     # Go's result is platform-dependent ("NaN"), or a CR that cannot be read, never sends the VM
     # to KVM.
-    "memory-ratio-not-float.yml": [exchange(list_nodes(), CAPABLE),
-                                   exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="abc")),
-                                   exchange(get_vmi(), VMI)],
-    "memory-ratio-nan.yml": [exchange(list_nodes(), CAPABLE),
-                             exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="NaN")),
-                             exchange(get_vmi(), VMI)],
-    "memory-kv-error.yml": [exchange(list_nodes(), CAPABLE),
-                            exchange(get_kubevirt(), error="kubevirts.kubevirt.io is forbidden"),
-                            exchange(get_vmi(), VMI)],
+    "memory-ratio-not-float.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
+                                   exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="abc"))],
+    "memory-ratio-nan.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
+                             exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="NaN"))],
+    "memory-kv-error.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
+                            exchange(get_kubevirt(), error="kubevirts.kubevirt.io is forbidden")],
     # A host error with a stack trace (RUST_BACKTRACE on the host): only its first line may
     # reach a warning.
     "kv-error-backtrace.yml": [exchange(get_kubevirt(), error=(
@@ -219,7 +241,18 @@ SESSIONS = {
         "cannot list resource \"kubevirts\" in API group \"kubevirt.io\" at the cluster scope\n\n"
         "Stack backtrace:\n   0: policy_evaluator::callback_handler::kubernetes\n   1: tokio::runtime::task"))],
     # Mixed mode (released KubeVirt configured for KVM, mshv-node-agent serving /dev/mshv).
-    "nodes-mixed.yml": [exchange(list_nodes(), MIXED_CAPABLE)],
+    "nodes-mixed.yml": [VMI_READ, exchange(list_nodes(), MIXED_CAPABLE)],
+    "mixed-memory.yml": [VMI_READ, exchange(list_nodes(), MIXED_CAPABLE),
+                         exchange(get_kubevirt(), kubevirt(["Snapshot"]))],
+    # Live migration (liveMigration.keepOnKvm).
+    "vmi-live-migrate.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrate"))],
+    "vmi-live-migrate-if-possible.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrateIfPossible")),
+                                         exchange(list_nodes(), CAPABLE)],
+    "vmi-unset-kv-live-migrate.yml": [exchange(get_vmi(), vmi_evicted(None)),
+                                      exchange(get_kubevirt(), kubevirt_evicting("LiveMigrate"))],
+    "vmi-error.yml": [exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" is forbidden")],
+    # Launcher-shape cases (hook sidecars, two-term affinity, mixed without kvm nodes).
+    "vmi-nodes-capable.yml": [VMI_READ, exchange(list_nodes(), CAPABLE)],
     "mixed-dedicated.yml": [exchange(get_vmi(), VMI_DEDICATED), exchange(list_nodes(), MIXED_CAPABLE)],
     "mixed-dedicated-isolated.yml": [exchange(get_vmi(), VMI_ISOLATED)],
     "mixed-memory-dedicated.yml": [exchange(get_vmi(), VMI_DEDICATED), exchange(list_nodes(), MIXED_CAPABLE),

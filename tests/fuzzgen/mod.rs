@@ -10,8 +10,11 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-pub const FIXTURES: [&str; 14] = [
+pub const FIXTURES: [&str; 17] = [
     "launcher-v1.8-kvm.json",
+    "launcher-main-kvm.json",
+    "launcher-main-migration-target.json",
+    "launcher-dedicated-gpu.json",
     "launcher-v1.8-hyperv-direct.json",
     "launcher-v1.5.json",
     "launcher-hook-sidecars.json",
@@ -162,11 +165,18 @@ pub fn arb_settings() -> impl Strategy<Value = Value> {
             Just(json!(["quay.io/kubevirt/virt-launcher"])),
             Just(json!(["registry.example/*", "quay.io/kubevirt/virt-launcher:v1.8.2"])),
         ],
+        prop_oneof![
+            Just(json!(["LiveMigrate"])),
+            Just(json!([])),
+            Just(json!(["LiveMigrate", "LiveMigrateIfPossible", "External"])),
+            Just(json!(["None"])),
+        ],
     )
-        .prop_map(|(mode, per_pod, alloc, on_err, fixed, per_vcpu, pct, mixed, images)| {
+        .prop_map(|(mode, per_pod, alloc, on_err, fixed, per_vcpu, pct, mixed, images, keep)| {
             json!({"gate": {"mode": mode}, "perPodHypervisor": per_pod, "requireAllocatable": alloc,
                    "onLookupError": on_err, "mixedMode": mixed, "launcherImages": images,
-                   "memoryOverhead": {"mshv": {"fixed": fixed, "perVcpu": per_vcpu, "guestMemoryPercent": pct}}})
+                   "memoryOverhead": {"mshv": {"fixed": fixed, "perVcpu": per_vcpu, "guestMemoryPercent": pct}},
+                   "liveMigration": {"keepOnKvm": keep}})
         });
     prop_oneof![8 => valid, 1 => arb_json(), 1 => Just(json!({}))]
 }
@@ -196,23 +206,123 @@ pub fn arb_reply() -> impl Strategy<Value = Result<Vec<u8>, String>> {
         Just(Ok(json!({"spec": {"configuration": {"developerConfiguration": {"featureGates": ["HyperVLayered"]},
             "additionalGuestMemoryOverheadRatio": "not a float"}}}).to_string().into_bytes())),
         Just(Ok(fixture("vmi-testvm.json").to_string().into_bytes())),
+        // VMIs with each eviction strategy (and one KubeVirt does not define).
+        prop_oneof![Just("LiveMigrate"), Just("LiveMigrateIfPossible"), Just("External"), Just("None"), Just("Sometimes")]
+            .prop_map(|e| {
+                let mut vmi = fixture("vmi-testvm.json");
+                vmi["spec"]["evictionStrategy"] = json!(e);
+                Ok(vmi.to_string().into_bytes())
+            }),
         arb_json().prop_map(|v| Ok(v.to_string().into_bytes())),
         arb_json().prop_map(|v| Ok(json!({"items": [v]}).to_string().into_bytes())),
     ]
 }
 
-/// An admission request from one of the fixtures, with up to four random edits (a field
-/// removed, retyped or enlarged), half of them from the trusted creator.
+/// How a compute container's command line is laid out: KubeVirt v1.8/v1.9 (every flag in
+/// `command`), main (only the monitor in `command`), the joined form, fork builds (no flag), and
+/// the layouts the policy must refuse (the flag twice or in both lists, without a value, with an
+/// unknown value, behind a wrapper entrypoint).
+pub const LAYOUTS: [&str; 11] = [
+    "as-is",
+    "v19-command",
+    "main-args",
+    "joined-args",
+    "joined-command",
+    "fork",
+    "both-lists",
+    "twice-in-args",
+    "no-value",
+    "odd-value",
+    "wrapper",
+];
+
+/// Rewrites the compute container (`spec.containers[0]` in every fixture) to `layout`, keeping
+/// its `--hypervisor` value; Pods without such a container are left alone.
+pub fn set_layout(request: &mut Value, layout: &str) {
+    let Some(c) = request.pointer_mut("/object/spec/containers/0") else {
+        return;
+    };
+    let mut flags: Vec<Value> = c["command"]
+        .as_array()
+        .map(|a| a.iter().skip(1).cloned().collect())
+        .unwrap_or_default();
+    flags.extend(c["args"].as_array().cloned().unwrap_or_default());
+    let pos = flags.iter().position(|f| f == "--hypervisor");
+    let value = pos
+        .and_then(|i| flags.get(i + 1))
+        .cloned()
+        .unwrap_or(json!("kvm"));
+    if let Some(i) = pos {
+        flags.drain(i..(i + 2).min(flags.len()));
+    }
+    let monitor = json!("/usr/bin/virt-launcher-monitor");
+    let with = |extra: Vec<Value>| {
+        let mut f = flags.clone();
+        f.extend(extra);
+        Value::Array(f)
+    };
+    let flag = json!("--hypervisor");
+    let joined = json!(format!(
+        "--hypervisor={}",
+        value.as_str().unwrap_or_default()
+    ));
+    let (command, args) = match layout {
+        "v19-command" => {
+            let mut cmd = vec![monitor];
+            cmd.extend(
+                with(vec![flag, value])
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            (Value::Array(cmd), Value::Null)
+        }
+        "main-args" => (json!([monitor]), with(vec![flag, value])),
+        "joined-args" => (json!([monitor]), with(vec![joined])),
+        "joined-command" => (json!([monitor, joined]), with(vec![])),
+        "fork" => (json!([monitor]), with(vec![])),
+        "both-lists" => (
+            json!([monitor, flag.clone(), value.clone()]),
+            with(vec![flag, value]),
+        ),
+        "twice-in-args" => (json!([monitor]), with(vec![flag, value, joined])),
+        "no-value" => (json!([monitor]), with(vec![flag])),
+        "odd-value" => (json!([monitor]), with(vec![flag, json!("xen")])),
+        "wrapper" => (
+            json!(["/bin/sh", "-c", "exec virt-launcher-monitor \"$@\""]),
+            with(vec![flag, value]),
+        ),
+        _ => return,
+    };
+    c["command"] = command;
+    match args {
+        Value::Null => {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("args");
+            }
+        }
+        a => c["args"] = a,
+    }
+}
+
+/// An admission request from one of the fixtures, in one of the [`LAYOUTS`], with up to four
+/// random edits (a field removed, retyped or enlarged), half of them from the trusted creator.
 pub fn arb_request() -> impl Strategy<Value = Value> {
     let bases: Vec<Value> = FIXTURES.iter().map(|f| fixture(f)).collect();
     let n = bases.len();
     (
         0..n,
+        0..LAYOUTS.len() * 2,
         prop::collection::vec((any::<prop::sample::Index>(), arb_edit()), 0..4),
         any::<bool>(),
     )
-        .prop_map(move |(which, edits, trusted)| {
+        .prop_map(move |(which, layout, edits, trusted)| {
             let mut request = bases[which].clone();
+            // Half the requests keep the fixture's own layout.
+            set_layout(
+                &mut request,
+                LAYOUTS.get(layout).copied().unwrap_or("as-is"),
+            );
             if trusted {
                 request["userInfo"]["username"] =
                     json!("system:serviceaccount:kubevirt:kubevirt-controller");
