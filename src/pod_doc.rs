@@ -82,7 +82,6 @@ const ANNOTATIONS: Shape = Shape::Object(&[
     (record::HYPERVISOR_KEY, Shape::Whole),
     (record::REASON_KEY, Shape::Whole),
     (memory::ADDED_ANNOTATION, Shape::Whole),
-    (memory::TOTAL_ANNOTATION, Shape::Whole),
     (memory::KUBEVIRT_OVERHEAD_ANNOTATION, Shape::Whole),
 ]);
 const METADATA: Shape = Shape::Object(&[

@@ -64,6 +64,9 @@ pub enum Reason {
     /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
     /// CPUs with an isolated emulator thread, realtime), kept on KVM.
     WorkloadUnsupported,
+    /// The mshv memory overhead could not be sized (a VMI, KubeVirt CR ratio or Pod value it
+    /// does not understand): the Pod stays as rendered, never rejected.
+    MemoryUnsized,
 }
 
 impl Reason {
@@ -81,10 +84,11 @@ impl Reason {
             Reason::LookupError => "lookup-error",
             Reason::LauncherImage => "launcher-image",
             Reason::WorkloadUnsupported => "workload-unsupported",
+            Reason::MemoryUnsized => "memory-unsized",
         }
     }
 
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Selected,
         Reason::ClusterMshv,
         Reason::OptOut,
@@ -97,6 +101,7 @@ impl Reason {
         Reason::LookupError,
         Reason::LauncherImage,
         Reason::WorkloadUnsupported,
+        Reason::MemoryUnsized,
     ];
 }
 

@@ -240,11 +240,20 @@ def main():
     out["launcher-update.json"] = review(launcher_v18(), operation="UPDATE")
 
     # KubeVirt v1.8 with its default feature gates: VmiMemoryOverheadReport is alpha there, so no
-    # kubevirt.io/memory-overhead-bytes (kubevirt/kubevirt pkg/virt-controller/services/template.go:550-551
-    # at v1.8.0); the policy's reported total then comes from the recomputed overhead.
+    # kubevirt.io/memory-overhead-bytes (kubevirt/kubevirt@v1.8.0
+    # pkg/virt-controller/services/template.go:550-551); the policy then records only its own delta.
     p = launcher_v18()
     p["metadata"]["annotations"].pop("kubevirt.io/memory-overhead-bytes")
     out["launcher-v1.8-kvm-no-overhead-report.json"] = review(p)
+
+    # KubeVirt main's memory figures (QemuOverhead 30Mi -> 50Mi, PR #18388,
+    # kubevirt/kubevirt@d923fdb8 pkg/hypervisor/kvm/hypervisorbackend.go:42; the report GA, PR
+    # #18708): 20Mi more in the request and in kubevirt.io/memory-overhead-bytes. Only the memory
+    # figures: the container layout stays v1.8's, so this shows the memory step alone.
+    p = launcher_v18()
+    p["metadata"]["annotations"]["kubevirt.io/memory-overhead-bytes"] = str(285212672 + 20 * 1024 * 1024)
+    p["spec"]["containers"][0]["resources"]["requests"]["memory"] = str(2432696320 + 20 * 1024 * 1024)
+    out["launcher-main-memory.json"] = review(p)
 
     out["hotplug-pod.json"] = pod("hp-volume-x2k9d", {"kubevirt.io": "hotplug-disk"})
     out["exporter-pod.json"] = pod("virt-export-testvm", {"kubevirt.io": "virt-exporter"})

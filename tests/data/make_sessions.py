@@ -199,19 +199,19 @@ SESSIONS = {
                              exchange(get_vmi(), VMI_HUGEPAGES)],
     "memory-vmi-error.yml": [exchange(list_nodes(), CAPABLE), exchange(get_kubevirt(), kubevirt(["Snapshot"])),
                              exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" not found")],
-    # The KubeVirt CR only feeds the reported memory total: a ratio KubeVirt ignores ("abc" is not
-    # a float: kubevirt/kubevirt pkg/hypervisor/kvm/hypervisorbackend_test.go:279), one for which
-    # Go's result is platform-dependent ("NaN"), or a CR that cannot be read, never sends the VM
-    # to KVM.
+    # The KubeVirt CR's additionalGuestMemoryOverheadRatio scales the mshv delta as KubeVirt
+    # scales its own overhead ("1.5"); a ratio that is not a plain decimal ("abc", which KubeVirt
+    # ignores, or "NaN", for which Go's result is platform-dependent) leaves the Pod as rendered
+    # (memory-unsized); a CR that cannot be read is a lookup error.
+    "memory-ratio.yml": [exchange(list_nodes(), CAPABLE),
+                         exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="1.5")),
+                         exchange(get_vmi(), VMI)],
     "memory-ratio-not-float.yml": [exchange(list_nodes(), CAPABLE),
-                                   exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="abc")),
-                                   exchange(get_vmi(), VMI)],
+                                   exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="abc"))],
     "memory-ratio-nan.yml": [exchange(list_nodes(), CAPABLE),
-                             exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="NaN")),
-                             exchange(get_vmi(), VMI)],
+                             exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="NaN"))],
     "memory-kv-error.yml": [exchange(list_nodes(), CAPABLE),
-                            exchange(get_kubevirt(), error="kubevirts.kubevirt.io is forbidden"),
-                            exchange(get_vmi(), VMI)],
+                            exchange(get_kubevirt(), error="kubevirts.kubevirt.io is forbidden")],
     # A host error with a stack trace (RUST_BACKTRACE on the host): only its first line may
     # reach a warning.
     "kv-error-backtrace.yml": [exchange(get_kubevirt(), error=(
