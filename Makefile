@@ -57,14 +57,16 @@ floor.wasm: $(call inputs,$(FLOOR_INPUTS))
 	cp $(FLOOR_WASM) floor.wasm
 
 # The same policy with the Pod parsed whole (feature `whole-pod`), for bench-policy-server's
-# overlay-vs-whole comparison only. It shares target/ with policy.wasm: building one after the
-# other recompiles only this crate.
+# overlay-vs-whole comparison only. It shares target/ with policy.wasm (a second target dir would
+# rebuild every dependency), so the default module is built again after it: the tests load
+# $(WASM) and must find the real policy there.
 policy-whole-pod.wasm: $(call inputs,$(POLICY_INPUTS))
 	cargo build --locked --target=wasm32-wasip1 --release -p hyperv-layered --lib --features whole-pod
 	cp $(WASM) policy-whole-pod.wasm
+	cargo build --locked --target=wasm32-wasip1 --release -p hyperv-layered --lib
 
-annotated-policy-whole-pod.wasm: policy-whole-pod.wasm metadata.yml
-	kwctl annotate -m metadata.yml -o annotated-policy-whole-pod.wasm policy-whole-pod.wasm
+annotated-policy-whole-pod.wasm: policy-whole-pod.wasm metadata.yml README.md
+	kwctl annotate -m metadata.yml -u README.md -o annotated-policy-whole-pod.wasm policy-whole-pod.wasm
 
 annotated-policy.wasm: policy.wasm metadata.yml README.md
 	kwctl annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm

@@ -28,7 +28,9 @@ pub mod ratio;
 pub mod vmi;
 
 pub use mshv::MshvTerms;
-pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, ReportIssue, apply};
+pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, apply};
+#[cfg(test)]
+use pod::ReportIssue;
 
 #[cfg(test)]
 mod tests;
