@@ -132,6 +132,7 @@ mod tests {
                     | Reason::LauncherImage
                     | Reason::LauncherPinsKvm
                     | Reason::MigrationSourceUnknown
+                    | Reason::MemoryUnsized
             );
             assert_eq!(kvm.is_some(), actionable, "{r:?}");
             if let Some(h) = kvm {

@@ -28,9 +28,9 @@ pub mod ratio;
 pub mod vmi;
 
 pub use mshv::MshvTerms;
-pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, apply};
 #[cfg(test)]
 use pod::ReportIssue;
+pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, apply};
 
 #[cfg(test)]
 mod tests;

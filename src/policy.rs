@@ -509,8 +509,8 @@ fn add_mshv_memory(
         pod.pointer("/metadata/annotations").cloned(),
         pod.pointer(&resources).cloned(),
     );
-    let issues = memory::apply(pod, launcher.compute_index, vmi, delta)
-        .map_err(MemoryStepError::Unsized)?;
+    let issues =
+        memory::apply(pod, launcher.compute_index, vmi, delta).map_err(MemoryStepError::Unsized)?;
     let changed = before.0.as_ref() != pod.pointer("/metadata/annotations")
         || before.1.as_ref() != pod.pointer(&resources);
     let warnings = issues

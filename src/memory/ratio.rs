@@ -35,7 +35,14 @@ pub fn from_kubevirt_cr(kv: &Value) -> Result<Option<f64>, MemoryError> {
         path: RATIO_PATH.into(),
         expected,
     };
-    match present(kv, &["spec", "configuration", "additionalGuestMemoryOverheadRatio"]) {
+    match present(
+        kv,
+        &[
+            "spec",
+            "configuration",
+            "additionalGuestMemoryOverheadRatio",
+        ],
+    ) {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if is_plain_decimal(s) => match s.parse::<f64>() {
