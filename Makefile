@@ -61,6 +61,18 @@ floor.wasm: $(call inputs,$(FLOOR_INPUTS))
 	cargo build --locked --target=wasm32-wasip1 --release -p floor-policy
 	cp $(FLOOR_WASM) floor.wasm
 
+# The same policy with the Pod parsed whole (feature `whole-pod`), for bench-policy-server's
+# overlay-vs-whole comparison only. It shares target/ with policy.wasm (a second target dir would
+# rebuild every dependency), so the default module is built again after it: the tests load
+# $(WASM) and must find the real policy there.
+policy-whole-pod.wasm: $(call inputs,$(POLICY_INPUTS))
+	cargo build --locked --target=wasm32-wasip1 --release -p hyperv-layered --lib --features whole-pod
+	cp $(WASM) policy-whole-pod.wasm
+	cargo build --locked --target=wasm32-wasip1 --release -p hyperv-layered --lib
+
+annotated-policy-whole-pod.wasm: policy-whole-pod.wasm metadata.yml README.md
+	kwctl annotate -m metadata.yml -u README.md -o annotated-policy-whole-pod.wasm policy-whole-pod.wasm
+
 annotated-policy.wasm: policy.wasm metadata.yml README.md
 	kwctl annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
 
@@ -193,7 +205,8 @@ artifacthub-pkg.yml: metadata.yml
 
 clean:
 	cargo clean
-	rm -f policy.wasm annotated-policy.wasm floor.wasm annotated-floor.wasm
+	rm -f policy.wasm annotated-policy.wasm floor.wasm annotated-floor.wasm \
+	  policy-whole-pod.wasm annotated-policy-whole-pod.wasm
 
 ## check-generated: the committed fixtures, sessions, case table and e2e.bats are what the
 ## generators in tests/data write (CI fails on a hand edit or a forgotten regeneration)
@@ -227,9 +240,10 @@ policy-server-tests-if-policy-server:
 ## bench-policy-server: admission latency through policy-server, hyperv-layered vs the floor
 BENCH_REQUESTS ?= 2000
 BENCH_CONCURRENCY ?= 2
-bench-policy-server: annotated-policy.wasm annotated-floor.wasm
+bench-policy-server: annotated-policy.wasm annotated-floor.wasm annotated-policy-whole-pod.wasm
 	python3 bench/policy-server/bench.py --policy-server "$$(command -v policy-server)" \
 	  --policy annotated-policy.wasm --floor annotated-floor.wasm \
+	  --policy-whole-pod annotated-policy-whole-pod.wasm \
 	  --requests $(BENCH_REQUESTS) --concurrency $(BENCH_CONCURRENCY)
 
 .PHONY: bench-policy-server-if-policy-server

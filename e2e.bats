@@ -302,29 +302,43 @@ check_patch() {
   check_patch memory-vmi-error
 }
 
-@test "memory-ratio-not-float: a KubeVirt CR ratio that is not a float is ignored, as KubeVirt does: mshv, total without ratio" {
-  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-not-float.yml
+@test "memory-ratio: additionalGuestMemoryOverheadRatio 1.5 scales the delta as KubeVirt scales its overhead" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch memory-ratio
+}
+
+@test "memory-no-kubevirt-report: a launcher without KubeVirt's report (v1.8 defaults): the delta, recorded in the policy's annotation" {
+  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch memory-no-kubevirt-report
+}
+
+@test "memory-ratio-not-float: a ratio that is not a plain decimal number: left as rendered, memory-unsized" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-not-float.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"additionalGuestMemoryOverheadRatio"* ]]
   check_patch memory-ratio-not-float
 }
 
-@test "memory-ratio-nan: a ratio KubeVirt's result is not reproducible for: mshv and the delta, total left out with a warning" {
-  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-nan.yml
+@test "memory-ratio-nan: a NaN ratio (Go's result platform-dependent): left as rendered, memory-unsized" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-nan.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
-  [[ $(echo "$output" | jq -r ".warnings[]") == *"memory-overhead-bytes not written"* ]]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"additionalGuestMemoryOverheadRatio"* ]]
   check_patch memory-ratio-nan
 }
 
-@test "memory-ratio-nan-kubevirt-report: KubeVirt's own memory-overhead-bytes gives the total: the ratio is not needed" {
-  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-ratio-nan.yml
+@test "memory-unsized-never-rejects: memory-unsized is no lookup error: admitted as rendered even with onLookupError: reject" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}},"onLookupError":"reject"}' memory-ratio-not-float.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
-  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
-  check_patch memory-ratio-nan-kubevirt-report
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"additionalGuestMemoryOverheadRatio"* ]]
+  check_patch memory-unsized-never-rejects
 }
 
-@test "memory-kubevirt-cr-error: KubeVirt CR unreadable in enabled mode: mshv and the delta, total left out with a warning" {
-  run_case launcher-v1.8-kvm-no-overhead-report.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-kv-error.yml
+@test "memory-kubevirt-cr-error: KubeVirt CR unreadable (its ratio sizes the delta): a lookup error, falls back to kvm" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"memoryOverhead":{"mshv":{"fixed":"64Mi","perVcpu":"2Mi","guestMemoryPercent":"1.5"}}}' memory-kv-error.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
   [[ $(echo "$output" | jq -r ".warnings[]") == *"forbidden"* ]]
   check_patch memory-kubevirt-cr-error

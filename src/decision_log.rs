@@ -77,6 +77,10 @@ pub fn hint(hypervisor: Hypervisor, reason: Reason) -> Option<&'static str> {
             "the launcher takes --hypervisor: enable mixedMode with mshv-node-agent's device \
              plugin to switch it (docs/mixed-clusters.md)"
         }
+        Reason::MemoryUnsized => {
+            "the mshv memory overhead could not be sized: fix the field the warning names (VMI, \
+             KubeVirt CR additionalGuestMemoryOverheadRatio or the Pod) (docs/memory-overhead.md)"
+        }
         Reason::MigrationSourceUnknown => {
             "the migration source Pod was not found running: check the VMI's Pods"
         }
@@ -140,6 +144,7 @@ mod tests {
                     | Reason::MigrationSourceUnknown
                     | Reason::LauncherLayoutUnknown
                     | Reason::MigrationSourceMshv
+                    | Reason::MemoryUnsized
             );
             assert_eq!(kvm.is_some(), actionable, "{r:?}");
             if let Some(h) = kvm {

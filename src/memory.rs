@@ -1,19 +1,20 @@
-//! Memory sizing of a virt-launcher Pod: KubeVirt's own overhead, and the extra the mshv
-//! (Hyper-V layered) hypervisor needs on top.
+//! Memory sizing of a virt-launcher Pod for mshv: the extra memory the Hyper-V layered
+//! hypervisor needs on top of what KubeVirt reserved, added where KubeVirt put its own overhead.
 //!
-//! - [`kubevirt`]: KubeVirt's `GetMemoryOverhead` recomputed term by term from the VMI
-//!   (`kubevirt_overhead`, `vcpus`, `guest_memory_bytes`, the KubeVirt CR's settings).
 //! - [`mshv`]: the operator's mshv terms (`memoryOverhead.mshv.*`) and the delta they add.
-//! - [`pod`]: planning (`plan`) and the idempotent edit of the Pod JSON (`apply`).
+//! - [`vmi`]: what the delta reads from the VMI (vCPU count, guest memory), read as KubeVirt
+//!   reads them.
+//! - [`ratio`]: the KubeVirt CR's `additionalGuestMemoryOverheadRatio`, applied to the delta as
+//!   KubeVirt applies it to its overhead.
+//! - [`pod`]: the idempotent edit of the Pod JSON ([`apply`]).
 //!
-//! Only the mshv delta (the settings' terms, the VMI's vCPUs and guest memory) and the Pod's own
-//! resources decide what happens to a Pod. KubeVirt's overhead is recomputed for one thing only,
-//! the informational total in [`TOTAL_ANNOTATION`]: when it cannot be computed the total is left
-//! out and said in a [`ReportIssue`], never turned into an error.
+//! KubeVirt's own overhead is not recomputed: KubeVirt already added it to the Pod, reports it
+//! itself (`kubevirt.io/memory-overhead-bytes`) and changes its formula between releases (the
+//! passt term in v1.8, `QemuOverhead` 30Mi -> 50Mi on main). What this module adds is the same
+//! for a launcher of any release: see `docs/memory-overhead.md`.
 //!
 //! Everything is pure: JSON in, numbers or JSON edits out; no panics, no overflow (u128/i128
-//! with checked or saturating arithmetic). See `docs/memory-overhead.md` for the formula, its
-//! KubeVirt sources and how to measure the mshv terms.
+//! with checked or saturating arithmetic).
 
 use std::fmt;
 
@@ -21,23 +22,41 @@ use serde_json::Value;
 
 use crate::quantity::{self, Quantity, QuantityError};
 
-pub mod kubevirt;
 pub mod mshv;
 pub mod pod;
+pub mod ratio;
+pub mod vmi;
 
-pub use kubevirt::KubeVirtMemoryConfig;
 pub use mshv::MshvTerms;
-pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, TOTAL_ANNOTATION, apply, plan_with};
-// What only the tests name through `memory::`.
 #[cfg(test)]
-use kubevirt::{guest_memory_bytes, kubevirt_overhead, vcpus};
-#[cfg(test)]
-use mshv::mshv_delta;
-#[cfg(test)]
-use pod::{Applied, MshvMemoryPlan, ReportIssue, plan};
+use pod::ReportIssue;
+pub use pod::{ADDED_ANNOTATION, KUBEVIRT_OVERHEAD_ANNOTATION, apply};
 
 #[cfg(test)]
 mod tests;
+
+/// The delta for a VMI: the mshv terms (`fixed + perVcpu × vCPUs + guestMemoryPercent of the
+/// guest memory`) scaled by the KubeVirt CR's overhead ratio (`None`: unset).
+///
+/// The vCPU count is read (and must decode) only when `terms.per_vcpu > 0`, the guest memory
+/// only when `terms.guest_memory_ppm > 0`.
+pub fn delta(
+    vmi: &Value,
+    terms: &MshvTerms,
+    overhead_ratio: Option<f64>,
+) -> Result<u64, MemoryError> {
+    let vcpus = if terms.per_vcpu == 0 {
+        0
+    } else {
+        vmi::vcpu_count(vmi)?
+    };
+    let guest = if terms.guest_memory_ppm == 0 {
+        0
+    } else {
+        vmi::guest_memory_bytes(vmi)?
+    };
+    ratio::scale(mshv::mshv_delta(terms, vcpus, guest), overhead_ratio)
+}
 
 /// Why a VMI, a KubeVirt CR or a Pod cannot be sized. Every variant names the JSON path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,13 +74,6 @@ pub enum MemoryError {
     },
     /// A memory amount below zero.
     NegativeQuantity { path: String, value: String },
-    /// `additionalGuestMemoryOverheadRatio` is one for which KubeVirt's result cannot be
-    /// reproduced (NaN, infinite, hexadecimal, or a product beyond int64); `why` says which.
-    UnreproducibleRatio { value: String, why: &'static str },
-    /// KubeVirt's overhead comes out below zero (a ratio below 0, which KubeVirt applies).
-    NegativeOverhead { bytes: i128 },
-    /// The KubeVirt CR, which only feeds the reported total, could not be read.
-    KubeVirtUnavailable { cause: String },
     /// Neither `spec.domain.memory.guest` nor `spec.domain.resources.requests.memory` is set.
     MissingGuestMemory,
     /// `spec.containers[index]` is missing or not an object.
@@ -90,16 +102,6 @@ impl fmt::Display for MemoryError {
             }
             MemoryError::NegativeQuantity { path, value } => {
                 write!(f, "{path}: {value:?} is negative")
-            }
-            MemoryError::UnreproducibleRatio { value, why } => write!(
-                f,
-                "spec.configuration.additionalGuestMemoryOverheadRatio: KubeVirt's result for {value:?} is not reproducible ({why})"
-            ),
-            MemoryError::NegativeOverhead { bytes } => {
-                write!(f, "KubeVirt's overhead is negative ({bytes} bytes)")
-            }
-            MemoryError::KubeVirtUnavailable { cause } => {
-                write!(f, "the KubeVirt CR cannot be read: {cause}")
             }
             MemoryError::MissingGuestMemory => write!(
                 f,

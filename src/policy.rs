@@ -18,7 +18,7 @@ use crate::cluster::{self, Host, LookupError};
 use crate::decision::{self, Decision, DeviceEdit, Facts, GateState, Verdict};
 use crate::decision_log::{self, DecisionLog, Level};
 use crate::launcher::{self, Launcher};
-use crate::memory::{self, KubeVirtMemoryConfig, MshvTerms};
+use crate::memory::{self, MshvTerms};
 use crate::mutate::{self, EditError};
 use crate::pod_doc::PodDoc;
 use crate::record::{Hypervisor, Reason};
@@ -158,8 +158,16 @@ fn response(a: Answer) -> ValidationResponse {
 
 /// Evaluates one `validate` payload and writes the `ValidationResponse` JSON the guest returns:
 /// the Pod's parts the policy did not touch are copied from the request as they were.
+///
+/// Built with the `whole-pod` feature (the benchmark's second module only), the Pod is parsed
+/// whole instead of into the overlay.
 pub fn evaluate_to_bytes(payload: &[u8], host: &dyn Host) -> Vec<u8> {
-    let a = answer(payload, host, PodDoc::parse);
+    let parse: ParsePod = if cfg!(feature = "whole-pod") {
+        PodDoc::parse_whole
+    } else {
+        PodDoc::parse
+    };
+    let a = answer(payload, host, parse);
     // A mutated Pod is about as large as the request: size the buffer once.
     let capacity = if a.mutated.is_some() {
         payload.len() + 512
@@ -375,25 +383,48 @@ fn apply_decision<'a>(
         match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
             Ok((c, report_warnings)) => {
                 changed = c;
-                // What the informational total could not say: told, never a fallback.
+                // What could not be done to KubeVirt's report: told, never a fallback.
                 d.warnings.extend(report_warnings);
             }
             // A failed memory step leaves the Pod as it was (memory::apply is all or nothing).
-            Err(e) if d.switch.is_some() => {
-                // Per-Pod mode can still fall back: an mshv Pod sized without its overhead is
-                // exactly what the memory settings exist to prevent.
+            // A lookup that failed is the request's lookup error (per-Pod mode can still fall
+            // back, or retry with onLookupError: reject): an mshv Pod sized without its
+            // overhead is exactly what the memory settings exist to prevent.
+            Err(MemoryStepError::Lookup(e)) if d.switch.is_some() => {
                 match decision::on_lookup_error(settings, launcher, &e) {
                     Verdict::Decided(fallback) => d = fallback,
                     Verdict::Reject(m) => return reject(m),
                     Verdict::Unchanged => return accept(Vec::new()),
                 }
             }
+            // Data the step cannot size (the VMI, the KubeVirt CR's ratio, the Pod's own
+            // resources) is no lookup error: retrying would not change it, so it never rejects.
+            // The Pod stays as rendered, with its own reason. In cluster-mshv mode (no switch)
+            // "as rendered" is mshv: KubeVirt renders mshv cluster-wide, there is no KVM to
+            // fall back to, and the reason tells the Pod is unsized.
             Err(e) => {
-                // KubeVirt renders mshv cluster-wide: there is no KVM to fall back to.
-                d.warnings.push(format!(
-                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}",
-                    launcher.namespace, launcher.vmi_name
-                ));
+                let warning = format!(
+                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}; {}",
+                    launcher.namespace,
+                    launcher.vmi_name,
+                    if d.switch.is_some() {
+                        "left as rendered"
+                    } else {
+                        "KubeVirt renders mshv cluster-wide, the Pod runs on mshv without it"
+                    }
+                );
+                if d.switch.is_some() {
+                    d = Decision {
+                        hypervisor: launcher.rendered,
+                        reason: Reason::MemoryUnsized,
+                        switch: None,
+                        require_capable_node: false,
+                        warnings: Vec::new(),
+                    };
+                } else {
+                    d.reason = Reason::MemoryUnsized;
+                }
+                d.warnings.push(warning);
             }
         }
     }
@@ -440,37 +471,39 @@ fn edit(
     Ok(mutate::record(pod, d.hypervisor, d.reason)? | changed)
 }
 
-/// Adds the mshv delta to the Pod: true when the Pod changed, with the warnings of the report.
+/// Why the memory step left the Pod as it was.
+enum MemoryStepError {
+    /// The KubeVirt CR (its overhead ratio) or the VMI could not be read.
+    Lookup(LookupError),
+    /// What was read cannot be sized: a VMI, ratio or Pod value the step does not understand.
+    Unsized(memory::MemoryError),
+}
+
+impl std::fmt::Display for MemoryStepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryStepError::Lookup(e) => e.fmt(f),
+            MemoryStepError::Unsized(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Adds the mshv delta to the Pod: true when the Pod changed, with the warnings about
+/// KubeVirt's report.
 ///
-/// Only the VMI lookup and the delta (and the Pod's own resources) can fail this step. The
-/// KubeVirt CR feeds nothing but the informational total (`memory::TOTAL_ANNOTATION`): a CR
-/// that cannot be read or decoded, or an overhead KubeVirt's formula cannot reproduce, leaves
-/// the total out with a warning instead of turning an mshv Pod into a KVM one. The CR is still
-/// looked up first, before the VMI, whatever the Pod carries, so that the host calls of a
-/// request do not depend on its annotations.
+/// The KubeVirt CR is read first (for `additionalGuestMemoryOverheadRatio`), then the VMI (its
+/// vCPUs and guest memory); in `kubevirt` gate mode the CR is the one the gate already read.
 fn add_mshv_memory(
     pod: &mut Value,
     launcher: &Launcher,
     terms: &MshvTerms,
     facts: &mut HostFacts,
-) -> Result<(bool, Vec<String>), LookupError> {
-    let kv_config = match facts.kubevirt() {
-        Ok(kv) => KubeVirtMemoryConfig::from_kubevirt_cr(kv),
-        Err(e) => Err(memory::MemoryError::KubeVirtUnavailable {
-            cause: e.to_string(),
-        }),
-    };
+) -> Result<(bool, Vec<String>), MemoryStepError> {
+    let kv = facts.kubevirt().map_err(MemoryStepError::Lookup)?;
+    let ratio = memory::ratio::from_kubevirt_cr(kv).map_err(MemoryStepError::Unsized)?;
     // The same read as the mixed-mode workload rule's, if that made one: one GET per request.
-    let vmi = facts.vmi(launcher)?;
-    let what = format!(
-        "sizing the mshv memory of VMI {}/{}",
-        launcher.namespace, launcher.vmi_name
-    );
-    let as_lookup = |e: &memory::MemoryError| LookupError {
-        what: what.clone(),
-        cause: e.to_string(),
-    };
-    let plan = memory::plan_with(vmi, kv_config.as_ref(), terms).map_err(|e| as_lookup(&e))?;
+    let vmi = facts.vmi(launcher).map_err(MemoryStepError::Lookup)?;
+    let delta = memory::delta(vmi, terms, ratio).map_err(MemoryStepError::Unsized)?;
     // apply() edits only the annotations and the compute container's resources: compare those
     // rather than a copy of the whole Pod.
     let resources = format!("/spec/containers/{}/resources", launcher.compute_index);
@@ -478,12 +511,11 @@ fn add_mshv_memory(
         pod.pointer("/metadata/annotations").cloned(),
         pod.pointer(&resources).cloned(),
     );
-    let applied =
-        memory::apply(pod, launcher.compute_index, vmi, &plan).map_err(|e| as_lookup(&e))?;
+    let issues =
+        memory::apply(pod, launcher.compute_index, vmi, delta).map_err(MemoryStepError::Unsized)?;
     let changed = before.0.as_ref() != pod.pointer("/metadata/annotations")
         || before.1.as_ref() != pod.pointer(&resources);
-    let warnings = applied
-        .issues
+    let warnings = issues
         .iter()
         .map(|issue| {
             format!(

@@ -103,22 +103,6 @@ impl Quantity {
         self.nanos
     }
 
-    /// A whole number of units; `None` when it does not fit.
-    pub fn from_int(units: i128) -> Option<Self> {
-        units.checked_mul(NANOS_PER_UNIT).map(Self::from_nanos)
-    }
-
-    /// A whole number of bytes (always fits: 2^64·10^9 < 2^127).
-    pub fn from_u64(units: u64) -> Self {
-        Quantity {
-            nanos: i128::from(units) * NANOS_PER_UNIT,
-        }
-    }
-
-    pub const fn is_zero(&self) -> bool {
-        self.nanos == 0
-    }
-
     /// Strictly greater than zero.
     pub const fn is_positive(&self) -> bool {
         self.nanos > 0
@@ -133,28 +117,6 @@ impl Quantity {
         div_ceil(self.nanos, NANOS_PER_UNIT)
     }
 
-    /// `ceil(q / 10^scale_pow10)`, like Go's `Quantity.ScaledValue(scale)` for non-negative
-    /// values (`ScaledValue(resource.Kilo)` is `scaled_value_ceil(3)`). Saturates at the `i128`
-    /// bounds for extreme negative scales.
-    pub fn scaled_value_ceil(&self, scale_pow10: i32) -> i128 {
-        let shift = 9_i64 + i64::from(scale_pow10);
-        if shift >= 0 {
-            match pow10_i128(shift) {
-                Some(divisor) => div_ceil(self.nanos, divisor),
-                // 10^shift beyond i128: |nanos| < divisor, so the ceiling is 0 or 1.
-                None => i128::from(self.nanos > 0),
-            }
-        } else {
-            let factor = pow10_i128(-shift);
-            match factor.and_then(|m| self.nanos.checked_mul(m)) {
-                Some(v) => v,
-                None if self.nanos == 0 => 0,
-                None if self.nanos > 0 => i128::MAX,
-                None => i128::MIN,
-            }
-        }
-    }
-
     /// Bytes for a Pod: rounded up, clamped to `0..=u64::MAX`.
     pub fn to_u64_saturating(self) -> u64 {
         let v = self.value_ceil();
@@ -163,11 +125,6 @@ impl Quantity {
         } else {
             u64::try_from(v).unwrap_or(u64::MAX)
         }
-    }
-
-    /// Exact sum; `None` on overflow.
-    pub fn checked_add(self, rhs: Quantity) -> Option<Quantity> {
-        self.nanos.checked_add(rhs.nanos).map(Self::from_nanos)
     }
 }
 
@@ -210,11 +167,6 @@ fn div_ceil(a: i128, b: i128) -> i128 {
     } else {
         q
     }
-}
-
-fn pow10_i128(exp: i64) -> Option<i128> {
-    let exp = u32::try_from(exp).ok()?;
-    10_i128.checked_pow(exp)
 }
 
 fn pow10_u128(exp: u64) -> Option<u128> {
@@ -635,15 +587,6 @@ mod tests {
         assert_eq!(q("500m").value_ceil(), 1);
         assert_eq!(q("0").value_ceil(), 0);
         assert_eq!(q("3").value_ceil(), 3);
-        // ScaledValue(Kilo) of 1Gi and 2Gi: the page-table arithmetic of KubeVirt.
-        assert_eq!(q("1Gi").scaled_value_ceil(3), 1_073_742);
-        assert_eq!(q("2Gi").scaled_value_ceil(3), 2_147_484);
-        assert_eq!(q("1000").scaled_value_ceil(3), 1);
-        assert_eq!(q("1001").scaled_value_ceil(3), 2);
-        assert_eq!(q("1").scaled_value_ceil(-3), 1_000);
-        assert_eq!(q("1").scaled_value_ceil(-40), i128::MAX);
-        assert_eq!(q("1").scaled_value_ceil(40), 1);
-        assert_eq!(q("0").scaled_value_ceil(40), 0);
     }
 
     #[test]
@@ -652,9 +595,6 @@ mod tests {
         assert_eq!(q("-2Gi").to_u64_saturating(), 0);
         assert_eq!(q("1e25").to_u64_saturating(), u64::MAX);
         assert_eq!(q("0.5").to_u64_saturating(), 1);
-        assert_eq!(Quantity::from_u64(u64::MAX).to_u64_saturating(), u64::MAX);
-        assert_eq!(Quantity::from_int(3), Some(q("3")));
-        assert_eq!(Quantity::from_int(i128::MAX), None);
         assert!(q("1m").is_positive());
         assert!(!q("0").is_positive());
         assert!(q("-1m").is_negative());
@@ -735,7 +675,7 @@ mod tests {
         #[test]
         fn never_panics_on_quantity_like_strings(s in "[-+]?[0-9.]{0,45}[eEinumkKMGTP]{0,3}[-+]?[0-9]{0,12}") {
             if let Ok(q) = parse(&s) {
-                let _ = (q.value_ceil(), q.scaled_value_ceil(3), q.to_u64_saturating(), q.to_string());
+                let _ = (q.value_ceil(), q.to_u64_saturating(), q.to_string());
             }
         }
     }

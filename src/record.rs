@@ -73,6 +73,9 @@ pub enum Reason {
     /// The VM's eviction strategy is in `liveMigration.keepOnKvm` (default `LiveMigrate`): it
     /// must stay live-migratable, which a running mshv VM is not.
     NeedsLiveMigration,
+    /// The mshv memory overhead could not be sized (a VMI, KubeVirt CR ratio or Pod value it
+    /// does not understand): the Pod stays as rendered, never rejected.
+    MemoryUnsized,
 }
 
 impl Reason {
@@ -91,11 +94,12 @@ impl Reason {
             Reason::LauncherImage => "launcher-image",
             Reason::WorkloadUnsupported => "workload-unsupported",
             Reason::LauncherLayoutUnknown => "launcher-layout-unknown",
+            Reason::MemoryUnsized => "memory-unsized",
             Reason::NeedsLiveMigration => "needs-live-migration",
         }
     }
 
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Selected,
         Reason::ClusterMshv,
         Reason::OptOut,
@@ -110,6 +114,7 @@ impl Reason {
         Reason::WorkloadUnsupported,
         Reason::LauncherLayoutUnknown,
         Reason::NeedsLiveMigration,
+        Reason::MemoryUnsized,
     ];
 }
 

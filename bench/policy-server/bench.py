@@ -3,12 +3,15 @@
 in the same run (Python 3.11 stdlib only). `make bench-policy-server` runs it:
 
     python3 bench/policy-server/bench.py --policy-server PATH --policy annotated-policy.wasm \
-        --floor annotated-floor.wasm [--requests 2000] [--concurrency 2]
+        --floor annotated-floor.wasm [--policy-whole-pod annotated-policy-whole-pod.wasm] \
+        [--requests 2000] [--concurrency 2]
 
 One policy-server on 127.0.0.1 (plain HTTP, random free ports) serves three policies: `hl`
 (hyperv-layered with the scenario's settings), `floor` (bench/floor-policy: parse the request,
 accept) and `floor-calls` (the floor making the very host calls hyperv-layered makes in the
-scenario, answers dropped). The loopback fake API server (tests/policy_server/fakeapi.py) holds
+scenario, answers dropped); with --policy-whole-pod also `hl-whole` (hyperv-layered built with
+the `whole-pod` feature: the Pod parsed into one `serde_json::Value` instead of the overlay of
+src/pod_doc.rs, same settings), to measure what the overlay saves end to end. The loopback fake API server (tests/policy_server/fakeapi.py) holds
 the cluster state of the scenario's replay session; lookups are served from policy-server's
 watch caches, so the API server is not on the measured path after the warm-up.
 
@@ -123,6 +126,7 @@ def main():
     ap.add_argument("--policy-server", required=True)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--floor", required=True)
+    ap.add_argument("--policy-whole-pod", help="hyperv-layered built with --features whole-pod")
     ap.add_argument("--requests", type=int, default=2000, help="per policy and scenario")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="policy-server --workers")
@@ -149,16 +153,20 @@ def main():
                                                   {"hostCalls": host_calls(c["session"])},
                                                   timeout_eval=5, mutating=False),
             }
+            if args.policy_whole_pod:
+                policies["hl-whole"] = pslib.policy_entry(os.path.abspath(args.policy_whole_pod),
+                                                          c["settings"], timeout_eval=5)
             body = pslib.review_body(pslib.load_request(c["request"]), uid=f"bench-{case_id}")
             # A fresh policy-server per scenario: same start state (caches, instances) for each.
             with pslib.PolicyServer(args.policy_server, policies, api_port, workers=args.workers,
                                     log_level="warn") as ps:
-                first = pslib.validate(ps.port, "hl", body)
                 want = pslib.expected_patch(case_id)
-                same = json.dumps(first.patch, sort_keys=True) == json.dumps(want, sort_keys=True)
-                print(f"{label}: {case_id}: first answer {first}; "
-                      f"{'patch as tests/data/expected' if same else 'PATCH DIFFERS from tests/data/expected'}",
-                      flush=True)
+                for pid in [p for p in ("hl", "hl-whole") if p in policies]:
+                    first = pslib.validate(ps.port, pid, body)
+                    same = json.dumps(first.patch, sort_keys=True) == json.dumps(want, sort_keys=True)
+                    print(f"{label}: {case_id}: {pid}: first answer {first}; "
+                          f"{'patch as tests/data/expected' if same else 'PATCH DIFFERS from tests/data/expected'}",
+                          flush=True)
                 for pid in policies:  # warm-up: reflectors, instance pools, connections
                     run_block(ps.port, pid, body, 200, args.concurrency)
                 per = args.requests // args.blocks
@@ -192,6 +200,15 @@ def main():
         calls = by[(r[0], "floor-calls")]
         print(f"{r[0]:24} {r[1]:12} {r[2]:5d} {r[3] * 1000:8.3f} {r[4] * 1000:8.3f} {r[5]:8.0f} "
               f"{r[3] / floor[3]:9.3f} {r[4] / floor[4]:9.3f} {r[4] / calls[4]:15.3f} {r[6]:6d}")
+    if args.policy_whole_pod:
+        print("\nPod overlay (hl) against a whole-Value parse of the Pod (hl-whole), same run:")
+        print(f"  {'scenario':24} {'hl p50':>8} {'whole p50':>9} {'p50 cut':>8} "
+              f"{'hl p99':>8} {'whole p99':>9} {'p99 cut':>8}")
+        for label, _ in SCENARIOS:
+            hl, whole = by[(label, "hl")], by[(label, "hl-whole")]
+            print(f"  {label:24} {hl[3] * 1000:8.3f} {whole[3] * 1000:9.3f} "
+                  f"{(1 - hl[3] / whole[3]) * 100:7.1f}% {hl[4] * 1000:8.3f} {whole[4] * 1000:9.3f} "
+                  f"{(1 - hl[4] / whole[4]) * 100:7.1f}%")
     print("\ntargets: launcher p99 <= 1.2x the floor's p99; non-launcher p99 <= 1.05x (reported, not asserted)")
     for label, _ in SCENARIOS[:3]:
         hl, floor = by[(label, "hl")], by[(label, "floor")]

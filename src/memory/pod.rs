@@ -1,164 +1,130 @@
-//! Planning the mshv delta for a VMI and adding it to its virt-launcher Pod.
+//! Adding the mshv delta to a virt-launcher Pod, where KubeVirt put its own overhead.
 //!
-//! [`apply`] edits the raw Pod JSON the way KubeVirt's `ResourceRenderer` placed its own overhead
-//! (`pkg/virt-controller/services/renderresources.go`):
-//! - `WithMemoryOverhead` (no hugepages): the overhead is added to the compute container's
-//!   `resources.requests.memory` unless the VMI sets
+//! [`apply`] edits the Pod JSON the way KubeVirt's `ResourceRenderer` placed its overhead
+//! (kubevirt/kubevirt@v1.9.0 pkg/virt-controller/services/renderresources.go, the same lines on
+//! v1.8.0 shifted by 9 and on main):
+//! - `WithMemoryOverhead` (:295-307, no hugepages): the overhead is added to the compute
+//!   container's `resources.requests.memory` unless the VMI sets
 //!   `spec.domain.resources.overcommitGuestOverhead: true`, and to `resources.limits.memory`
 //!   when a limit exists;
-//! - `WithHugePages`: the `memory` request holds only the overhead (guest memory is in
-//!   `hugepages-<size>`) and is set whatever `overcommitGuestOverhead` says; an existing memory
-//!   limit gets the overhead too.
+//! - `WithHugePages` (:220-261): the `memory` request holds only the overhead (guest memory is
+//!   in `hugepages-<size>`) and is set whatever `overcommitGuestOverhead` says; an existing
+//!   memory limit gets the overhead too.
 //!
-//! The delta lands in the same places. The edit is idempotent: the delta added is recorded in
-//! [`ADDED_ANNOTATION`], and a Pod that already carries it receives only the difference.
-//!
-//! The total in [`TOTAL_ANNOTATION`] is a report: it never decides anything. It is KubeVirt's
-//! own [`KUBEVIRT_OVERHEAD_ANNOTATION`] (as KubeVirt wrote it) plus the delta when the Pod
-//! carries that annotation, else the recomputed overhead plus the delta; when neither can be had
-//! it is left as it is and [`apply`] says why in a [`ReportIssue`].
+//! The delta lands in the same places, and in KubeVirt's own report of its overhead
+//! ([`KUBEVIRT_OVERHEAD_ANNOTATION`]) when the Pod carries one. The edit is idempotent: the delta
+//! added is recorded in [`ADDED_ANNOTATION`] on every Pod it sizes, and a Pod that already
+//! carries it receives only the difference.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::kubevirt::{OverheadBreakdown, guest_memory_bytes, kubevirt_overhead, vcpu_count};
-use super::mshv::{MshvTerms, mshv_delta};
-use super::{KubeVirtMemoryConfig, MemoryError, present, quantity_value};
+use super::{MemoryError, present, quantity_value};
 use crate::quantity::Quantity;
 
-/// KubeVirt's overhead plus the mshv delta, in bytes (written by [`apply`]).
-pub const TOTAL_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-bytes";
-/// The mshv delta [`apply`] added to the Pod, in bytes; makes [`apply`] idempotent.
+/// The mshv delta [`apply`] added to the Pod, in bytes (written on every Pod it sizes, with or
+/// without KubeVirt's report); makes [`apply`] idempotent.
 pub const ADDED_ANNOTATION: &str = "hyperv-layered.io/memory-overhead-added-bytes";
-/// KubeVirt's own overhead report: written by virt-controller when the feature gate
-/// `VmiMemoryOverheadReport` is on, as `strconv.FormatInt(memoryOverhead.Value(), 10)` of
-/// `CalculateMemoryOverhead` (`GetMemoryOverhead` plus the network memory), i.e. KubeVirt's
-/// whole overhead in bytes (pkg/virt-controller/services/template.go:550-551 at v1.8.0,
-/// :631-632 at v1.9.0). The gate is new in v1.8 as alpha, off unless listed
-/// (pkg/virt-config/featuregate/active.go:275 at v1.8.0), and beta in v1.9, on unless listed
-/// in `disabledFeatureGates` (active.go:326 and feature-gates.go:91-111 at v1.9.0); earlier
-/// releases never write it. Kept in step with the delta, since virt-controller reads it back
-/// with `strconv.ParseInt` into the VMI status (pkg/virt-controller/watch/vmi/lifecycle.go:1169-1173
-/// at v1.9.0; a migration target's, pkg/virt-controller/watch/migration/migration.go:1299).
+/// KubeVirt's own overhead report, `kubevirt.io/memory-overhead-bytes`
+/// (`MemoryOverheadAnnotationBytes`, kubevirt/kubevirt@v1.9.0
+/// staging/src/kubevirt.io/api/core/v1/types.go:1231): virt-controller writes
+/// `strconv.FormatInt(memoryOverhead.Value(), 10)`, its whole overhead in bytes, when the feature
+/// gate `VmiMemoryOverheadReport` is on (pkg/virt-controller/services/template.go:550-551 at
+/// v1.8.0, :631-632 at v1.9.0, :629-630 on main at d923fdb8). The gate is alpha (off unless
+/// listed) in v1.8 (pkg/virt-config/featuregate/active.go:275 at v1.8.0), beta (on unless in
+/// `disabledFeatureGates`) in v1.9 (active.go:326 at v1.9.0) and GA, always on, on main
+/// (pkg/virt-config/featuregate/inactive.go:252, PR #18708); earlier releases never write it.
+/// virt-controller reads it back with `strconv.ParseInt(s, 10, 64)` into the VMI's
+/// `status.memory.memoryOverhead` (pkg/virt-controller/watch/vmi/lifecycle.go:1165-1178 on
+/// main, :1169 at v1.9.0), so it is kept in step with the delta, in the same format.
 pub const KUBEVIRT_OVERHEAD_ANNOTATION: &str = "kubevirt.io/memory-overhead-bytes";
 
-/// What [`apply`] adds to a Pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MshvMemoryPlan {
-    /// KubeVirt's overhead recomputed from the VMI, term by term, for the report only; `Err`
-    /// says why it cannot be had (the total then comes from the Pod or is left out).
-    pub kubevirt: Result<OverheadBreakdown, MemoryError>,
-    /// The mshv delta in bytes.
-    pub delta: u64,
-}
-
-/// [`plan_with`] with a KubeVirt configuration at hand.
-#[cfg(test)]
-pub fn plan(
-    vmi: &Value,
-    kv: &KubeVirtMemoryConfig,
-    terms: &MshvTerms,
-) -> Result<MshvMemoryPlan, MemoryError> {
-    plan_with(vmi, Ok(kv), terms)
-}
-
-/// The mshv delta for the VMI, and KubeVirt's overhead for the report.
-///
-/// Errors only where the delta cannot be computed: the vCPU count is read (and must decode)
-/// only when `terms.per_vcpu > 0`, the guest memory only when `terms.guest_memory_ppm > 0`.
-/// Anything wrong with KubeVirt's overhead, or with `kv` (the KubeVirt CR unreadable or
-/// undecodable), lands in `kubevirt` instead.
-pub fn plan_with(
-    vmi: &Value,
-    kv: Result<&KubeVirtMemoryConfig, &MemoryError>,
-    terms: &MshvTerms,
-) -> Result<MshvMemoryPlan, MemoryError> {
-    let vcpus = if terms.per_vcpu == 0 {
-        0
-    } else {
-        vcpu_count(vmi)?
-    };
-    let guest = if terms.guest_memory_ppm == 0 {
-        0
-    } else {
-        guest_memory_bytes(vmi)?
-    };
-    let delta = mshv_delta(terms, vcpus, guest);
-    let kubevirt = match kv {
-        Ok(kv) => kubevirt_overhead(vmi, kv),
-        Err(e) => Err(e.clone()),
-    };
-    Ok(MshvMemoryPlan { kubevirt, delta })
-}
-
-/// What [`apply`] did about the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// The total written to [`TOTAL_ANNOTATION`]; `None` when it was left as it was.
-    pub total: Option<u64>,
-    /// Parts of the report left out, and why (for warnings; none of them stopped the edit).
-    pub issues: Vec<ReportIssue>,
-}
-
-/// A part of the report [`apply`] left out.
+/// What [`apply`] could not do; none of it stopped the edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportIssue {
-    /// [`TOTAL_ANNOTATION`] was not written (an earlier value stays).
-    TotalNotWritten { cause: MemoryError },
-    /// [`KUBEVIRT_OVERHEAD_ANNOTATION`] holds something KubeVirt does not write; it was neither
-    /// used nor changed.
-    KubeVirtReportUnreadable { value: String },
+    /// [`KUBEVIRT_OVERHEAD_ANNOTATION`] holds something KubeVirt does not write (not an int64 in
+    /// decimal), or the delta would take it beyond int64; it was left unchanged.
+    KubeVirtReportUnchanged { value: String },
 }
 
 impl fmt::Display for ReportIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReportIssue::TotalNotWritten { cause } => write!(
+            ReportIssue::KubeVirtReportUnchanged { value } => write!(
                 f,
-                "annotation {TOTAL_ANNOTATION} not written: KubeVirt's overhead is not known ({cause})"
-            ),
-            ReportIssue::KubeVirtReportUnreadable { value } => write!(
-                f,
-                "annotation {KUBEVIRT_OVERHEAD_ANNOTATION}: {value} is not a byte count; left unchanged"
+                "annotation {KUBEVIRT_OVERHEAD_ANNOTATION}: {value} is not an int64 byte count \
+                 KubeVirt writes; left unchanged"
             ),
         }
     }
 }
 
-/// Adds `plan.delta` to the compute container `spec.containers[compute_index]` (see the module
-/// documentation for where), bumps [`KUBEVIRT_OVERHEAD_ANNOTATION`] when present, and writes
-/// [`ADDED_ANNOTATION`] and, when it can be had, [`TOTAL_ANNOTATION`].
+/// Adds `delta` to the compute container `spec.containers[compute_index]` (see the module
+/// documentation for where), to [`KUBEVIRT_OVERHEAD_ANNOTATION`] when present, and records it
+/// in [`ADDED_ANNOTATION`].
 ///
 /// Idempotent: with [`ADDED_ANNOTATION`] = P already on the Pod, `delta − P` is added instead,
-/// so a second call changes nothing; KubeVirt's own value is the annotation minus P. Memory
-/// values that change are written back as plain integer byte strings; values that do not change
-/// keep their text. Nothing is removed.
+/// so a second call changes nothing. Memory values that change are written back as plain
+/// integer byte strings; values that do not change keep their text. Nothing is removed.
 ///
 /// Errors (and leaves the Pod untouched) when a memory value or [`ADDED_ANNOTATION`] does not
 /// parse, when the container is missing, when the VMI itself carries [`ADDED_ANNOTATION`]
 /// (KubeVirt copies VMI annotations to the Pod, so it would fake "already applied"), or when
-/// taking back an earlier, larger delta would go below zero. The report never errors: what it
-/// cannot do is in [`Applied::issues`].
+/// taking back an earlier, larger delta would go below zero. KubeVirt's report never errors:
+/// what cannot be done to it is returned as a [`ReportIssue`].
 pub fn apply(
     pod: &mut Value,
     compute_index: usize,
     vmi: &Value,
-    plan: &MshvMemoryPlan,
-) -> Result<Applied, MemoryError> {
+    delta: u64,
+) -> Result<Vec<ReportIssue>, MemoryError> {
     let previous = previously_added(pod, vmi)?;
-    let adjustment = i128::from(plan.delta) - i128::from(previous);
+    let adjustment = i128::from(delta) - i128::from(previous);
 
     // Compute every new value before touching the Pod.
     let memory = new_memory_values(pod, compute_index, into_request(vmi), adjustment)?;
-    let report = new_report(pod, plan, adjustment);
+    let (kubevirt_report, issues) = new_kubevirt_report(pod, adjustment);
     check_annotations_writable(pod)?;
 
-    write(pod, compute_index, memory, &report, plan.delta)?;
-    Ok(Applied {
-        total: report.total,
-        issues: report.issues,
-    })
+    write(pod, compute_index, memory, kubevirt_report, delta)?;
+    Ok(issues)
+}
+
+/// The new value of [`KUBEVIRT_OVERHEAD_ANNOTATION`] (`None`: absent, or unchanged), read and
+/// written as virt-controller does (`strconv.ParseInt(s, 10, 64)`, `strconv.FormatInt`).
+fn new_kubevirt_report(pod: &Value, adjustment: i128) -> (Option<String>, Vec<ReportIssue>) {
+    let Some(v) = present(
+        pod,
+        &["metadata", "annotations", KUBEVIRT_OVERHEAD_ANNOTATION],
+    ) else {
+        return (None, Vec::new());
+    };
+    let new = v
+        .as_str()
+        .and_then(go_parse_int64)
+        .and_then(|old| i64::try_from(i128::from(old) + adjustment).ok());
+    match new {
+        Some(_) if adjustment == 0 => (None, Vec::new()),
+        Some(n) => (Some(n.to_string()), Vec::new()),
+        None => (
+            None,
+            vec![ReportIssue::KubeVirtReportUnchanged {
+                value: v.to_string(),
+            }],
+        ),
+    }
+}
+
+/// `strconv.ParseInt(s, 10, 64)`: an optional sign and decimal digits (no `_` in base 10),
+/// within int64.
+fn go_parse_int64(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Rust's i64 parser takes the same optional sign and digits.
+    s.parse().ok()
 }
 
 /// The delta an earlier [`apply`] recorded in [`ADDED_ANNOTATION`] on the Pod (0 when absent).
@@ -259,76 +225,6 @@ fn new_memory_values(
     })
 }
 
-/// The report [`apply`] writes: a new [`KUBEVIRT_OVERHEAD_ANNOTATION`] value when it changes,
-/// the total when it can be had, and what was left out.
-struct NewReport {
-    kubevirt_report: Option<String>,
-    total: Option<u64>,
-    issues: Vec<ReportIssue>,
-}
-
-/// Works out the report. Never errors: what cannot be had is in [`NewReport::issues`].
-fn new_report(pod: &Value, plan: &MshvMemoryPlan, adjustment: i128) -> NewReport {
-    // The report. KubeVirt's annotation, when it reads, is KubeVirt's value plus the delta
-    // already added (P): its new value, `value + delta − P`, is KubeVirt's value plus the delta,
-    // which is the total. Otherwise the recomputed overhead plus the delta.
-    let mut issues = Vec::new();
-    let mut new_kubevirt_report = None;
-    let mut from_pod = None;
-    if let Some(v) = present(
-        pod,
-        &["metadata", "annotations", KUBEVIRT_OVERHEAD_ANNOTATION],
-    ) {
-        match v.as_str().and_then(|s| crate::quantity::parse(s).ok()) {
-            Some(old) => {
-                // Signed: a ratio below 0 makes KubeVirt write a negative value.
-                let new = old.value_ceil().checked_add(adjustment);
-                if adjustment != 0 {
-                    new_kubevirt_report = new.map(|n| n.to_string());
-                }
-                from_pod = Some(new.ok_or(MemoryError::Overflow {
-                    what: KUBEVIRT_OVERHEAD_ANNOTATION,
-                }));
-            }
-            None => issues.push(ReportIssue::KubeVirtReportUnreadable {
-                value: v.to_string(),
-            }),
-        }
-    }
-    let total = match from_pod {
-        Some(total) => total.and_then(|t| {
-            if t < 0 {
-                Err(MemoryError::NegativeOverhead { bytes: t })
-            } else {
-                u64::try_from(t).map_err(|_| MemoryError::Overflow {
-                    what: TOTAL_ANNOTATION,
-                })
-            }
-        }),
-        None => match &plan.kubevirt {
-            Ok(k) => k
-                .total
-                .checked_add(plan.delta)
-                .ok_or(MemoryError::Overflow {
-                    what: TOTAL_ANNOTATION,
-                }),
-            Err(e) => Err(e.clone()),
-        },
-    };
-    let total = match total {
-        Ok(t) => Some(t),
-        Err(cause) => {
-            issues.push(ReportIssue::TotalNotWritten { cause });
-            None
-        }
-    };
-    NewReport {
-        kubevirt_report: new_kubevirt_report,
-        total,
-        issues,
-    }
-}
-
 /// Errors unless `metadata` and `metadata.annotations` are objects or absent.
 fn check_annotations_writable(pod: &Value) -> Result<(), MemoryError> {
     // The annotation map must be writable before anything changes.
@@ -355,7 +251,7 @@ fn write(
     pod: &mut Value,
     compute_index: usize,
     memory: NewMemory,
-    report: &NewReport,
+    kubevirt_report: Option<String>,
     delta: u64,
 ) -> Result<(), MemoryError> {
     if memory.request.is_some() || memory.limit.is_some() {
@@ -374,14 +270,8 @@ fn write(
         }
     }
     let annotations = annotations_mut(pod)?;
-    if let Some(v) = &report.kubevirt_report {
-        annotations.insert(
-            KUBEVIRT_OVERHEAD_ANNOTATION.into(),
-            Value::String(v.clone()),
-        );
-    }
-    if let Some(t) = report.total {
-        annotations.insert(TOTAL_ANNOTATION.into(), Value::String(t.to_string()));
+    if let Some(v) = kubevirt_report {
+        annotations.insert(KUBEVIRT_OVERHEAD_ANNOTATION.into(), Value::String(v));
     }
     annotations.insert(ADDED_ANNOTATION.into(), Value::String(delta.to_string()));
     Ok(())

@@ -267,8 +267,8 @@ def main():
     out["launcher-update.json"] = review(launcher_v18(), operation="UPDATE")
 
     # KubeVirt v1.8 with its default feature gates: VmiMemoryOverheadReport is alpha there, so no
-    # kubevirt.io/memory-overhead-bytes (kubevirt/kubevirt pkg/virt-controller/services/template.go:550-551
-    # at v1.8.0); the policy's reported total then comes from the recomputed overhead.
+    # kubevirt.io/memory-overhead-bytes (kubevirt/kubevirt@v1.8.0
+    # pkg/virt-controller/services/template.go:550-551); the policy then records only its own delta.
     p = launcher_v18()
     p["metadata"]["annotations"].pop("kubevirt.io/memory-overhead-bytes")
     out["launcher-v1.8-kvm-no-overhead-report.json"] = review(p)

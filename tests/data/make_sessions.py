@@ -224,10 +224,13 @@ SESSIONS = {
                              exchange(get_kubevirt(), kubevirt(["Snapshot"]))],
     # The VMI read is the live-migration rule's now, before the node list and the memory step.
     "memory-vmi-error.yml": [exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" not found")],
-    # The KubeVirt CR only feeds the reported memory total: a ratio KubeVirt ignores ("abc" is not
-    # a float: kubevirt/kubevirt pkg/hypervisor/kvm/hypervisorbackend_test.go:279), one for which
-    # Go's result is platform-dependent ("NaN"), or a CR that cannot be read, never sends the VM
-    # to KVM.
+    # The KubeVirt CR's additionalGuestMemoryOverheadRatio scales the mshv delta as KubeVirt
+    # scales its own overhead ("1.5"); a ratio that is not a plain decimal ("abc", which KubeVirt
+    # ignores, or "NaN", for which Go's result is platform-dependent) leaves the Pod as rendered
+    # (memory-unsized); a CR that cannot be read is a lookup error. The VMI comes first: the
+    # live-migration rule reads it before the node list.
+    "memory-ratio.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
+                         exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="1.5"))],
     "memory-ratio-not-float.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
                                    exchange(get_kubevirt(), kubevirt(["Snapshot"], ratio="abc"))],
     "memory-ratio-nan.yml": [VMI_READ, exchange(list_nodes(), CAPABLE),
