@@ -2,8 +2,6 @@
 //! host/guest plumbing, using a hand-written waPC guest (WAT) instead of the policy, so a harness
 //! bug cannot hide behind a policy bug. The floor policy checks the real SDK contract.
 
-mod harness;
-
 use harness::admission::{admission_response, decode_patch, mutation_patch, normalize_request};
 use harness::{CallbackRequest, Policy, ReplayFailure, Replayer, Response, Session};
 use serde_json::{Value, json};
