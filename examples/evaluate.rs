@@ -4,7 +4,6 @@
 //!
 //! cargo run --example evaluate -- --request FILE [--settings JSON] [--session FILE]
 
-
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 

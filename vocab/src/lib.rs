@@ -50,7 +50,14 @@ mod tests {
             GUEST_VERIFIED_NODE_LABEL,
             format!("{NODE_LABEL_PREFIX}{GUEST_VERIFIED}")
         );
-        for name in [CAPABLE, PARTITION_TYPE, HV_BUILD, UAPI, GUEST_VERIFIED, PROBE] {
+        for name in [
+            CAPABLE,
+            PARTITION_TYPE,
+            HV_BUILD,
+            UAPI,
+            GUEST_VERIFIED,
+            PROBE,
+        ] {
             names::check_label_key(&format!("{NODE_LABEL_PREFIX}{name}")).unwrap();
         }
         for r in [MSHV_DEVICE_RESOURCE, KVM_DEVICE_RESOURCE] {
