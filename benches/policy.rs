@@ -15,9 +15,6 @@
 //! default 20: fewer calls are timed when a scenario is slow, and the table says how many).
 //! The module is never built here: `make policy.wasm floor.wasm` first.
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,6 @@
 //!
 //! cargo run --example evaluate -- --request FILE [--settings JSON] [--session FILE]
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 

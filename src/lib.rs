@@ -32,6 +32,9 @@ mod guest {
     use kubewarden_policy_sdk::protocol_version_guest;
     use wapc_guest::{CallResult, register_function};
 
+    // The waPC host finds the guest's init function by its unmangled symbol name; exporting
+    // it is the module's only unsafe attribute (the workspace denies unsafe code elsewhere).
+    #[allow(unsafe_code)]
     #[unsafe(no_mangle)]
     pub extern "C" fn wapc_init() {
         register_function("validate", validate);

@@ -6,7 +6,6 @@
 //! Cases: `WASM_FUZZ_CASES` (default 200; `make fuzz` runs 3000).
 
 mod fuzzgen;
-mod harness;
 
 use fuzzgen::*;
 use harness::{Exchange, Policy, Response, Session, data_path};

@@ -7,8 +7,6 @@
 //! case says, and the policy run again on its own output must produce no patch.
 //! `UPDATE_EXPECTED=1` rewrites the patch files (then review the diff by hand).
 
-mod harness;
-
 use harness::{Policy, Session, data_path, load_json};
 use serde_json::{Value, json};
 use std::path::PathBuf;

@@ -267,6 +267,8 @@ impl Running {
         })
     }
 
+    // std can only SIGKILL a child; the test needs SIGTERM, which takes libc::kill.
+    #[allow(unsafe_code)]
     fn sigterm_and_wait(mut self) -> (i32, Vec<String>) {
         // SAFETY: kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };

@@ -37,6 +37,9 @@ impl Validatable for Settings {
     }
 }
 
+// The waPC host finds the guest's init function by its unmangled symbol name; exporting it is
+// the module's only unsafe attribute (the workspace denies unsafe code elsewhere).
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn wapc_init() {
     register_function("validate", validate);

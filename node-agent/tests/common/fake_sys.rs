@@ -69,6 +69,8 @@ impl FakeRoot {
     }
 
     /// mknod a real character device at dev/mshv; None (with a printed note) when not root.
+    // libc's geteuid and mknod have no safe wrapper in std.
+    #[allow(unsafe_code)]
     pub fn mknod_char(&self, major: u32, minor: u32) -> Option<()> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {

@@ -2,8 +2,8 @@
 //! (waPC over wasmtime, WASI preview 1), answering Kubernetes host calls from the same replay
 //! session files e2e.bats hands to `kwctl run --replay-host-capabilities-interactions`.
 //!
-//! Use it from an integration test with `mod harness;` (and from benches/policy.rs with
-//! `#[path = "../tests/harness/mod.rs"] mod harness;`):
+//! A workspace crate (`crates/test-harness`, library name `harness`): the policy's integration
+//! tests, `benches/policy.rs` and `examples/evaluate.rs` take it as a dev-dependency.
 //!
 //! ```ignore
 //! let policy = harness::Policy::release()?;          // compiles the module once
@@ -21,9 +21,6 @@
 //!
 //! Paths: `$CARGO_TARGET_DIR` (default `<repo>/target`) `/wasm32-wasip1/release/hyperv_layered.wasm`;
 //! `HYPERV_LAYERED_WASM=<file>` runs another module instead (e.g. `annotated-policy.wasm`).
-
-// Each test binary (and the benchmark) that includes the harness uses a different part of it.
-#![allow(dead_code, unused_imports)]
 
 pub mod admission;
 pub mod session;
@@ -43,9 +40,14 @@ use wasmtime_provider::{
     EpochDeadlines, WasmtimeEngineProviderBuilder, WasmtimeEngineProviderPre, wasmtime,
 };
 
-/// The workspace root (this crate's manifest dir).
+/// The workspace root: this crate lives at `<repo>/crates/test-harness`.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// `$CARGO_TARGET_DIR` when set (relative paths are taken from the repo root, as cargo does when

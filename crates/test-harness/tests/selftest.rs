@@ -2,8 +2,6 @@
 //! host/guest plumbing, using a hand-written waPC guest (WAT) instead of the policy, so a harness
 //! bug cannot hide behind a policy bug. The floor policy checks the real SDK contract.
 
-mod harness;
-
 use harness::admission::{admission_response, decode_patch, mutation_patch, normalize_request};
 use harness::{CallbackRequest, Policy, ReplayFailure, Replayer, Response, Session};
 use serde_json::{Value, json};
@@ -523,7 +521,7 @@ fn floor_policy_contract() {
 /// dependency that the list forgets fails here instead of leaving `policy.wasm` silently stale.
 #[test]
 fn the_freshness_check_covers_every_module_input() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = harness::repo_root();
     let inputs = harness::module_inputs("POLICY_INPUTS").unwrap();
     let manifest: toml_like::Manifest = toml_like::read(&root.join("Cargo.toml"));
     let mut wanted = vec![
@@ -540,26 +538,55 @@ fn the_freshness_check_covers_every_module_input() {
     }
 }
 
-/// Just enough of Cargo.toml for the test above: `path = "..."` of `[dependencies]` entries.
+/// Just enough of Cargo.toml for the test above: the paths of the policy's `[dependencies]`,
+/// written there (`path = "..."`) or taken from `[workspace.dependencies]` (`x.workspace = true`).
 mod toml_like {
+    use std::collections::BTreeMap;
+
     pub struct Manifest {
         pub path_dependencies: Vec<String>,
     }
 
+    fn quoted_path(line: &str) -> Option<String> {
+        let rest = line.split("path = \"").nth(1)?;
+        rest.split('"').next().map(str::to_string)
+    }
+
     pub fn read(path: &std::path::Path) -> Manifest {
         let text = std::fs::read_to_string(path).unwrap();
-        let mut in_deps = false;
-        let mut path_dependencies = Vec::new();
+        let mut section = String::new();
+        let mut direct = Vec::new();
+        let mut from_workspace = Vec::new();
+        let mut workspace_paths = BTreeMap::new();
         for line in text.lines() {
             let line = line.trim();
             if line.starts_with('[') {
-                in_deps = line == "[dependencies]";
+                section = line.to_string();
                 continue;
             }
-            if in_deps && let Some(rest) = line.split("path = \"").nth(1) {
-                path_dependencies.push(rest.split('"').next().unwrap().to_string());
+            let name = line.split(['.', ' ', '=']).next().unwrap_or("").to_string();
+            match section.as_str() {
+                "[dependencies]" => {
+                    if let Some(p) = quoted_path(line) {
+                        direct.push(p);
+                    } else if line.contains("workspace = true") {
+                        from_workspace.push(name);
+                    }
+                }
+                "[workspace.dependencies]" => {
+                    if let Some(p) = quoted_path(line) {
+                        workspace_paths.insert(name, p);
+                    }
+                }
+                _ => {}
             }
         }
+        let mut path_dependencies = direct;
+        path_dependencies.extend(
+            from_workspace
+                .iter()
+                .filter_map(|n| workspace_paths.get(n).cloned()),
+        );
         assert!(!path_dependencies.is_empty(), "no path dependency found");
         Manifest { path_dependencies }
     }
