@@ -421,11 +421,18 @@ check_patch() {
   check_patch live-migrate
 }
 
-@test "live-migrate-if-possible: LiveMigrateIfPossible goes to mshv with a warning about drains" {
+@test "live-migrate-if-possible: LiveMigrateIfPossible stays kvm by default: KubeVirt deems an mshv VMI migratable, so drains would block" {
   run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"]}' vmi-live-migrate-if-possible.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]
-  [[ $(echo "$output" | jq -r ".warnings[]") == *"evictionStrategy LiveMigrateIfPossible"* ]]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
   check_patch live-migrate-if-possible
+}
+
+@test "live-migrate-if-possible-allowed: keepOnKvm without LiveMigrateIfPossible: mshv, with a warning that a drain will try to migrate it" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"liveMigration":{"keepOnKvm":["LiveMigrate"]}}' vmi-live-migrate-if-possible-nodes.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [[ $(echo "$output" | jq -r ".warnings[]") == *"evictionStrategy LiveMigrateIfPossible"* ]]
+  check_patch live-migrate-if-possible-allowed
 }
 
 @test "live-migrate-cluster-default: no strategy on the VMI: the KubeVirt CR's LiveMigrate keeps it on kvm" {

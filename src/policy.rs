@@ -649,12 +649,13 @@ mod tests {
         vmi
     }
 
-    /// The default `liveMigration.keepOnKvm: [LiveMigrate]`: one VMI read decides, the KubeVirt
+    /// `liveMigration.keepOnKvm: [LiveMigrate]`: one VMI read decides, the KubeVirt
     /// CR only when the VMI sets no strategy, and a failed read follows `onLookupError`.
     #[test]
     fn live_migrate_vms_stay_on_kvm() {
         let settings = json!({"gate": {"mode": "enabled"}, "perPodHypervisor": true,
-                              "launcherImages": ["quay.io/kubevirt/virt-launcher"]});
+                              "launcherImages": ["quay.io/kubevirt/virt-launcher"],
+                              "liveMigration": {"keepOnKvm": ["LiveMigrate"]}});
         let run = |host: &FakeHost| {
             let r = evaluate(
                 &payload(&fixture("launcher-main-kvm.json"), settings.clone()),

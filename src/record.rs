@@ -70,7 +70,7 @@ pub enum Reason {
     /// twice or in both `command` and `args`, without a value or with an unknown one, or an
     /// entrypoint other than virt-launcher-monitor/virt-launcher): left exactly as rendered.
     LauncherLayoutUnknown,
-    /// The VM's eviction strategy is in `liveMigration.keepOnKvm` (default `LiveMigrate`): it
+    /// The VM's eviction strategy is in `liveMigration.keepOnKvm` (default `LiveMigrate`, `LiveMigrateIfPossible`): it
     /// must stay live-migratable, which a running mshv VM is not.
     NeedsLiveMigration,
     /// The mshv memory overhead could not be sized (a VMI, KubeVirt CR ratio or Pod value it

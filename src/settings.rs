@@ -77,13 +77,23 @@ pub struct LiveMigration {
     /// Eviction strategies whose VMs stay on KVM (reason `needs-live-migration`): the VMI's
     /// `spec.evictionStrategy`, else the KubeVirt CR's `spec.configuration.evictionStrategy`.
     /// An empty list turns the rule, and the VMI read it needs, off.
+    ///
+    /// The default keeps `LiveMigrateIfPossible` too: KubeVirt never marks an mshv VMI
+    /// non-migratable (kubevirt/kubevirt@v1.9.0 pkg/virt-controller/watch/vmi/vm.go:1247 sets
+    /// `LiveMigratable` without regard to the hypervisor), so for it `LiveMigrateIfPossible`
+    /// behaves as `LiveMigrate`: the eviction is answered 429 and a migration is tried and
+    /// retried (pkg/virt-api/webhooks/validating-webhook/admitters/pod-eviction-admitter.go:147-155)
+    /// and the drain blocks, rather than the VM being shut down.
     pub keep_on_kvm: Vec<EvictionStrategy>,
 }
 
 impl Default for LiveMigration {
     fn default() -> Self {
         LiveMigration {
-            keep_on_kvm: vec![EvictionStrategy::LiveMigrate],
+            keep_on_kvm: vec![
+                EvictionStrategy::LiveMigrate,
+                EvictionStrategy::LiveMigrateIfPossible,
+            ],
         }
     }
 }
@@ -423,7 +433,10 @@ mod tests {
         assert!(s.mshv_terms().unwrap().is_zero());
         assert_eq!(
             s.live_migration.keep_on_kvm,
-            [EvictionStrategy::LiveMigrate]
+            [
+                EvictionStrategy::LiveMigrate,
+                EvictionStrategy::LiveMigrateIfPossible
+            ]
         );
     }
 

@@ -11,7 +11,7 @@ Both answer the single request the policy makes,
                                    status.conditions}
 
 in the format `kwctl run --replay-host-capabilities-interactions` reads (see
-tests/harness/session.rs for the sources). The payload is shaped like policy-server's answer
+crates/test-harness/src/session.rs for the sources). The payload is shaped like policy-server's answer
 (kubewarden-controller crates/policy-evaluator/src/callback_handler/kubernetes/client.rs and
 reflector.rs): an ObjectList with apiVersion v1, kind NodeList (k8s-openapi's List<Node> rejects
 any other kind), empty list metadata; each Node keeps its full metadata minus managedFields and

@@ -216,13 +216,17 @@ CASES = [
     case("mixed-dedicated-gpu", "launcher-dedicated-gpu.json", MIXED,
          hypervisor="kvm", reason="incompatible-device",
          doc="mixed mode, dedicated CPUs and a GPU: incompatible-device without reading the VMI"),
-    # Live migration (liveMigration.keepOnKvm, default [LiveMigrate]).
+    # Live migration (liveMigration.keepOnKvm, default [LiveMigrate, LiveMigrateIfPossible]).
     case("live-migrate", "launcher-v1.8-kvm.json", PER_POD_ANY, "vmi-live-migrate.yml",
          hypervisor="kvm", reason="needs-live-migration", host_calls=1,
          doc="a VMI with evictionStrategy LiveMigrate stays kvm"),
     case("live-migrate-if-possible", "launcher-v1.8-kvm.json", PER_POD_ANY, "vmi-live-migrate-if-possible.yml",
+         hypervisor="kvm", reason="needs-live-migration", host_calls=1,
+         doc="LiveMigrateIfPossible stays kvm by default: KubeVirt deems an mshv VMI migratable, so drains would block"),
+    case("live-migrate-if-possible-allowed", "launcher-v1.8-kvm.json",
+         {**PER_POD_ANY, "liveMigration": {"keepOnKvm": ["LiveMigrate"]}}, "vmi-live-migrate-if-possible-nodes.yml",
          hypervisor="mshv", reason="selected", warning="evictionStrategy LiveMigrateIfPossible", host_calls=2,
-         doc="LiveMigrateIfPossible goes to mshv with a warning about drains"),
+         doc="keepOnKvm without LiveMigrateIfPossible: mshv, with a warning that a drain will try to migrate it"),
     case("live-migrate-cluster-default", "launcher-v1.8-kvm.json", PER_POD_ANY, "vmi-unset-kv-live-migrate.yml",
          hypervisor="kvm", reason="needs-live-migration", host_calls=2,
          doc="no strategy on the VMI: the KubeVirt CR's LiveMigrate keeps it on kvm"),
@@ -284,7 +288,7 @@ check_patch() {
 
 
 # The session e2e.bats replays for a case without one (`session: None`): no host call allowed,
-# as in the wasm harness (tests/harness/session.rs Replayer: no session, every call a failure).
+# as in the wasm harness (crates/test-harness/src/session.rs Replayer: no session, every call a failure).
 EMPTY_SESSION = "empty.yml"
 
 

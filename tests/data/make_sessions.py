@@ -3,7 +3,7 @@
 
 A session is what `kwctl run --replay-host-capabilities-interactions` reads: the host calls the
 policy is expected to make, in order, each with its recorded answer. The wasm harness
-(tests/harness/session.rs) replays the same files strictly, so a policy that makes one call more,
+(crates/test-harness/src/session.rs) replays the same files strictly, so a policy that makes one call more,
 one less, or a different one fails both runners.
 """
 import json
@@ -194,7 +194,7 @@ def vmi_evicted(strategy):
     return v
 
 
-# The live-migration rule (liveMigration.keepOnKvm, default [LiveMigrate]) reads the VMI before
+# The live-migration rule (liveMigration.keepOnKvm, default [LiveMigrate, LiveMigrateIfPossible]) reads the VMI before
 # the node list: every per-Pod candidate for mshv makes that read first.
 VMI_READ = exchange(get_vmi(), VMI)
 
@@ -249,8 +249,9 @@ SESSIONS = {
                          exchange(get_kubevirt(), kubevirt(["Snapshot"]))],
     # Live migration (liveMigration.keepOnKvm).
     "vmi-live-migrate.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrate"))],
-    "vmi-live-migrate-if-possible.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrateIfPossible")),
-                                         exchange(list_nodes(), CAPABLE)],
+    "vmi-live-migrate-if-possible.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrateIfPossible"))],
+    "vmi-live-migrate-if-possible-nodes.yml": [exchange(get_vmi(), vmi_evicted("LiveMigrateIfPossible")),
+                                               exchange(list_nodes(), CAPABLE)],
     "vmi-unset-kv-live-migrate.yml": [exchange(get_vmi(), vmi_evicted(None)),
                                       exchange(get_kubevirt(), kubevirt_evicting("LiveMigrate"))],
     "vmi-error.yml": [exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" is forbidden")],
