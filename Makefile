@@ -47,10 +47,10 @@ setup:
 	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q docker-registry 2>/dev/null; then \
 	  systemctl disable --now docker-registry; fi
 
-## build: the policy module, the floor module used by the benchmark, the node agent, and the
-## demo's evaluator (so that `make demo` and `make probe` answer at once)
-build: policy.wasm floor.wasm
-	cargo build --locked --release -p mshv-node-agent
+## build: the policy module, the floor module used by the benchmark, the node agent (statically
+## linked: the one binary the image ships, `make probe` and `make bench` run), and the demo's
+## evaluator (so that `make demo` and `make probe` answer at once)
+build: policy.wasm floor.wasm agent-static
 	cargo build --locked -q --example evaluate
 
 policy.wasm: $(call inputs,$(POLICY_INPUTS))
@@ -90,8 +90,8 @@ demo: policy.wasm
 	  --session tests/data/sessions/nodes-mixed.yml
 
 ## probe: what mshv-node-agent sees on this machine
-probe:
-	cargo run -q --release -p mshv-node-agent -- probe
+probe: agent-static
+	$(AGENT_STATIC) probe
 
 ## test: every test of the workspace (unit, property, the real .wasm in the waPC harness, agent)
 test: policy.wasm floor.wasm
@@ -141,7 +141,7 @@ push: annotated-policy.wasm
 
 ## agent-static: the node agent linked statically (runs in an image without a libc)
 agent-static:
-	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p mshv-node-agent \
+	RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release -p mshv-node-agent \
 	  --bin mshv-node-agent --target $(AGENT_TRIPLE)
 
 ## image: the node agent's image $(IMAGE), FROM scratch, built by buildah without a daemon
@@ -180,18 +180,24 @@ lint:
 
 ## bench: one table for the policy (vs the floor), one for the agent, and the hypervisor
 ## table (`mshv-node-agent bench`: KVM and mshv on this machine, each row saying what it is)
-bench: policy.wasm floor.wasm
+bench: policy.wasm floor.wasm agent-static
 	cargo bench -q --bench policy
 	cargo bench -q -p mshv-node-agent --bench agent
-	cargo run --locked -q --release -p mshv-node-agent -- bench || [ $$? -eq 1 ]
+	$(AGENT_STATIC) bench || [ $$? -eq 1 ]
 	$(MAKE) -s bench-policy-server-if-policy-server
 
 ## fuzz: the native entry point with FUZZ_CASES generated inputs per property, the same
 ## generator through the real .wasm (WASM_FUZZ_CASES), and the agent's probe ladder and parsers
+## The bench profile (opt-level 3 without the release profile's LTO) builds the fuzzers much
+## sooner, and shares its artifacts with `make bench`. FUZZ_CASES is for the mangled-launcher
+## property (where the device/flag agreement is checked); FUZZ_OTHER_CASES for the arbitrary-bytes
+## and random-settings properties.
+FUZZ_OTHER_CASES ?= $(FUZZ_CASES)
 fuzz: policy.wasm
-	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --test fuzz -- --nocapture
-	WASM_FUZZ_CASES=$(WASM_FUZZ_CASES) cargo test --release --test fuzz_wasm -- --nocapture
-	PROPTEST_CASES=$(AGENT_FUZZ_CASES) cargo test --release -p mshv-node-agent \
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --locked --profile bench --test fuzz -- --nocapture mangled_launchers
+	PROPTEST_CASES=$(FUZZ_OTHER_CASES) cargo test --locked --profile bench --test fuzz -- --nocapture --skip mangled_launchers
+	WASM_FUZZ_CASES=$(WASM_FUZZ_CASES) cargo test --locked --profile bench --test fuzz_wasm -- --nocapture
+	PROPTEST_CASES=$(AGENT_FUZZ_CASES) cargo test --locked --profile bench -p mshv-node-agent \
 	  --test proptest_ladder --test proptest_parsers -- --nocapture
 
 ## schema: regenerate docs/settings.schema.json from the Settings type

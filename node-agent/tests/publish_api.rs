@@ -187,9 +187,16 @@ async fn retries_500_409_and_timeouts_with_growing_backoff() {
     // A long interval: every request after the first is a retry driven by the backoff.
     let cfg = cfg(60_000, None);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Stop once the agent has counted the write it got a 200 for, not when the fake has
+    // stored it: otherwise the stop signal can win against the agent's handling of the answer.
     let driver = async {
         assert!(
-            wait_for(|| api.labels().contains_key(CAPABLE)).await,
+            wait_for(|| api.labels().contains_key(CAPABLE)
+                && health
+                    .metrics
+                    .encode()
+                    .is_ok_and(|t| t.contains("label_syncs_total{result=\"applied\"} 1")))
+            .await,
             "never succeeded"
         );
         let _ = tx.send(());
@@ -444,9 +451,15 @@ async fn lease_renewal_retries_500_409_and_timeouts_with_growing_backoff() {
     );
     let health = HealthState::new(Metrics::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Stop only once the agent has recorded the renewal: the fake counting its own 200 is not
+    // enough (the stop signal could then win against the agent's handling of the answer).
     let driver = async {
         assert!(
-            wait_for(|| api.lease_renewals() >= 1).await,
+            wait_for(|| health
+                .status()
+                .lease
+                .is_some_and(|l| l.last_result == Some("renewed")))
+            .await,
             "never renewed"
         );
         let _ = tx.send(());
