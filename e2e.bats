@@ -161,6 +161,20 @@ check_patch() {
   check_patch mixed-no-kvm-node
 }
 
+@test "guest-verified-required-absent: nodeLabel requires guest-verified and no node has it: stays kvm" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"nodeLabel":"mshv.node.hyperv-layered.io/guest-verified"}' vmi-no-guest-verified-node.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch guest-verified-required-absent
+}
+
+@test "guest-verified-required-present: nodeLabel requires guest-verified and a node has it: mshv, affinity on that label" {
+  run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"perPodHypervisor":true,"launcherImages":["quay.io/kubevirt/virt-launcher"],"nodeLabel":"mshv.node.hyperv-layered.io/guest-verified"}' vmi-guest-verified-nodes.yml
+  [ $(echo "$output" | jq -r .allowed) = "true" ]
+  [ "$(echo "$output" | jq -c '.warnings // []')" = "[]" ]
+  check_patch guest-verified-required-present
+}
+
 @test "mixed-launcher-image: mixed mode, launcher image not listed: stays kvm without a lookup" {
   run_case launcher-v1.8-kvm.json '{"gate":{"mode":"enabled"},"mixedMode":true,"launcherImages":["registry.example/kubevirt-mshv/virt-launcher"]}' empty.yml
   [ $(echo "$output" | jq -r .allowed) = "true" ]

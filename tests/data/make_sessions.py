@@ -12,6 +12,8 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "sessions")
 NODE_LABEL = "mshv.node.hyperv-layered.io/capable"
+# vocab::GUEST_VERIFIED_NODE_LABEL: an operator who wants a guest that really ran sets nodeLabel to it.
+GUEST_VERIFIED_LABEL = "mshv.node.hyperv-layered.io/guest-verified"
 UID = "3f0c6a2e-0000-4000-8000-000000000001"
 
 
@@ -46,10 +48,10 @@ def exchange(req_lines, payload=None, error=None):
     return "\n".join(out)
 
 
-def list_nodes():
+def list_nodes(label=NODE_LABEL):
     return request("KubernetesListResourceAll", [
         ("api_version", "v1"), ("kind", "Node"),
-        ("label_selector", f"{NODE_LABEL}=true"), ("field_selector", None),
+        ("label_selector", f"{label}=true"), ("field_selector", None),
         ("field_masks", ["metadata.name", "spec.unschedulable", "status.allocatable", "status.conditions"]),
     ])
 
@@ -78,10 +80,11 @@ def get_vmi(name="testvm", ns="default"):
     ])
 
 
-def node(name, capable=True, ready="True", unschedulable=False, mshv="1000", kvm=None):
+def node(name, capable=True, ready="True", unschedulable=False, mshv="1000", kvm=None, extra=None):
     labels = {"kubernetes.io/hostname": name, "kubevirt.io/schedulable": "true"}
     if capable:
         labels[NODE_LABEL] = "true"
+    labels.update(extra or {})
     alloc = {"cpu": "15890m", "memory": "57001152Ki", "pods": "110"}
     if mshv is not None:
         alloc["devices.kubevirt.io/mshv"] = mshv
@@ -257,6 +260,11 @@ SESSIONS = {
     "vmi-error.yml": [exchange(get_vmi(), error="virtualmachineinstances.kubevirt.io \"testvm\" is forbidden")],
     # Launcher-shape cases (hook sidecars, two-term affinity, mixed without kvm nodes).
     "vmi-nodes-capable.yml": [VMI_READ, exchange(list_nodes(), CAPABLE)],
+    # nodeLabel set to the guest-verified label, and no node carries it (the agent labelled its
+    # nodes capable, but no guest has run on them yet): the API server's selector returns none.
+    "vmi-no-guest-verified-node.yml": [VMI_READ, exchange(list_nodes(GUEST_VERIFIED_LABEL), EMPTY)],
+    "vmi-guest-verified-nodes.yml": [VMI_READ, exchange(list_nodes(GUEST_VERIFIED_LABEL), node_list(
+        node("aks-l1vh-0", extra={GUEST_VERIFIED_LABEL: "true"})))],
     "mixed-dedicated.yml": [exchange(get_vmi(), VMI_DEDICATED), exchange(list_nodes(), MIXED_CAPABLE)],
     "mixed-dedicated-isolated.yml": [exchange(get_vmi(), VMI_ISOLATED)],
     "mixed-memory-dedicated.yml": [exchange(get_vmi(), VMI_DEDICATED), exchange(list_nodes(), MIXED_CAPABLE),
