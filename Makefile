@@ -76,7 +76,7 @@ annotated-policy-whole-pod.wasm: policy-whole-pod.wasm metadata.yml README.md
 annotated-policy.wasm: policy.wasm metadata.yml README.md
 	kwctl annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
 
-## demo: evaluate the sample v1.8 launcher Pod with the real .wasm and show decision and patch
+## demo: evaluate a v1.8 and a KubeVirt-main launcher Pod with the real .wasm: decision and patch
 demo: policy.wasm
 	@echo "== KubeVirt v1.8/v1.9 layout (flags in command), mixed mode"
 	cargo run -q --example evaluate -- \
