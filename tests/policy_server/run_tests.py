@@ -186,8 +186,15 @@ def phase_cases(rep, api, ps, cases, ids, cluster):
     print("\n== 1. the case table through policy-server", flush=True)
     # Failed lookups first: policy-server caches a kind's discovery once it succeeds, after
     # which only a failed LIST could fail the lookup, and a failed LIST never answers (part 3).
-    order = sorted(cases, key=lambda c: 0 if c["session"] and (
-        sessions.state(c["session"])["list_errors"] or sessions.state(c["session"])["get_errors"]) else 1)
+    # Then cases that get the same VMI answer side by side, so that the wait for policy-server's
+    # 5 s get cache (ClusterState._wait_vmi_cache) is paid once per distinct answer, not per case.
+    def order_key(c):
+        st = sessions.state(c["session"]) if c["session"] else None
+        failed = bool(st and (st["list_errors"] or st["get_errors"]))
+        gets = json.dumps(sorted((list(k), v) for k, v in st["gets"].items()), sort_keys=True) if st else ""
+        errs = json.dumps(sorted(list(k) for k in st["get_errors"])) if st else ""
+        return (0 if failed else 1, gets, errs)
+    order = sorted(cases, key=order_key)
     for c in order:
         st = cluster.apply(c["session"])
         body = pslib.review_body(pslib.load_request(c["request"]), uid=f"case-{c['id']}")
