@@ -4,7 +4,7 @@
 //! Parsing a whole Pod into a `Value` and serializing it again was most of what a mutation
 //! cost (every key and string allocated, every object a B-tree, all of it freed again), yet the
 //! policy only uses a few paths of it ([`crate::launcher::recognize`], [`crate::mutate`],
-//! [`crate::memory::apply`] and `policy::add_mshv_memory`). [`PodDoc::parse`] builds
+//! [`crate::memory::apply`] and `apply::add_mshv_memory`). [`PodDoc::parse`] builds
 //! [`view`](PodDoc::view) with exactly those, at their usual paths, each only when the Pod has
 //! it:
 //!
