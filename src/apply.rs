@@ -45,8 +45,13 @@ pub(crate) fn apply_decision<'a>(
             // overhead is exactly what the memory settings exist to prevent.
             Err(MemoryStepError::Lookup(e)) if d.switch.is_some() => {
                 match decision::on_lookup_error(settings, launcher, &e) {
-                    Verdict::Decided(fallback) => d = fallback,
-                    Verdict::Reject(m) => return reject(m),
+                    Verdict::Decided(fallback) => {
+                        d = Decision {
+                            seen: d.seen,
+                            ..fallback
+                        }
+                    }
+                    Verdict::Reject(r) => return reject(r.message),
                     Verdict::Unchanged => return accept(Vec::new()),
                 }
             }
@@ -73,6 +78,7 @@ pub(crate) fn apply_decision<'a>(
                         switch: None,
                         require_capable_node: false,
                         warnings: Vec::new(),
+                        seen: d.seen,
                     };
                 } else {
                     d.reason = Reason::MemoryUnsized;

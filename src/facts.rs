@@ -43,8 +43,8 @@ impl Host for CountingHost<'_> {
 pub(crate) struct HostFacts<'h> {
     host: &'h dyn Host,
     settings: &'h Settings,
-    pub(crate) kubevirt: Option<Result<Value, LookupError>>,
-    pub(crate) capable: Option<Result<bool, LookupError>>,
+    kubevirt: Option<Result<Value, LookupError>>,
+    capable: Option<Result<bool, LookupError>>,
     vmi: Option<Result<Value, LookupError>>,
 }
 

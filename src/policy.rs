@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use crate::apply::apply_decision;
 use crate::cluster::Host;
-use crate::decision::{self, GateState, Verdict};
+use crate::decision::{self, Seen, Verdict};
 use crate::decision_log::{self, DecisionLog, Level};
 use crate::facts::{CountingHost, HostFacts};
 use crate::host_text;
@@ -237,46 +237,29 @@ fn answer<'a>(payload: &'a [u8], host: &dyn Host, parse: ParsePod<'a>) -> Answer
     };
     let counting = CountingHost::new(host);
     let mut facts = HostFacts::new(&counting, &settings);
-    let answer = match decision::decide(&settings, &launcher, &mut facts) {
+    let (answer, seen) = match decision::decide(&settings, &launcher, &mut facts) {
         Verdict::Unchanged => return accept(Vec::new()),
-        Verdict::Reject(m) => reject(m),
-        Verdict::Decided(d) => apply_decision(pod, &launcher, &settings, d, &mut facts),
+        Verdict::Reject(r) => (reject(r.message), r.seen),
+        Verdict::Decided(d) => {
+            let seen = d.seen;
+            (
+                apply_decision(pod, &launcher, &settings, d, &mut facts),
+                seen,
+            )
+        }
     };
-    host.log(&decision_log(
-        &launcher,
-        &settings,
-        &answer,
-        &facts,
-        counting.calls(),
-    ));
+    host.log(&decision_log(&launcher, &answer, seen, counting.calls()));
     answer
 }
 
-/// The log record of one launcher's answer (see [`crate::decision_log`]).
-fn decision_log(
-    launcher: &Launcher,
-    settings: &Settings,
-    answer: &Answer,
-    facts: &HostFacts,
-    host_calls: u32,
-) -> DecisionLog {
-    // Only a decided launcher is logged: a disabled gate returns before recognition and an
-    // off gate before the log, so the gate was per-Pod or cluster-wide mshv, or unknown when the
-    // CR could not be read. In `enabled` mode a CR read (for the eviction strategy) says nothing
-    // about the gate.
-    let gate = match (settings.gate.mode, &facts.kubevirt) {
-        (GateMode::Kubevirt, Some(Err(_))) => "unknown",
-        (GateMode::Kubevirt, Some(Ok(kv)))
-            if decision::gate_from_kubevirt(kv, settings) == GateState::ClusterMshv =>
-        {
-            "cluster-mshv"
-        }
-        _ => "per-pod",
-    };
-    let capable_node_found = match facts.capable {
-        Some(Ok(true)) => "true",
-        Some(Ok(false)) => "false",
-        _ => "unknown",
+/// The log record of one launcher's answer (see [`crate::decision_log`]): the gate and the
+/// capable-node fact are what the decision saw ([`Seen`]); the memory step that follows reads
+/// neither anew (it shares the gate's KubeVirt CR read).
+fn decision_log(launcher: &Launcher, answer: &Answer, seen: Seen, host_calls: u32) -> DecisionLog {
+    let capable_node_found = match seen.capable_node {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
     };
     let detail = answer
         .message
@@ -318,7 +301,7 @@ fn decision_log(
         vmi: launcher.vmi_name.clone(),
         hypervisor,
         reason,
-        gate,
+        gate: seen.gate.as_str(),
         capable_node_found,
         host_calls,
         hint: hint.unwrap_or_default(),
