@@ -366,7 +366,7 @@ fn decide_cluster_mshv(settings: &Settings, launcher: &Launcher, facts: &mut dyn
             // KubeVirt chose this image for every launcher; the policy cannot change it, only
             // say that the VM is unlikely to start (the more basic cause wins the reason).
             if !images::is_listed(&settings.launcher_images, &launcher.image) {
-                d.reason = Reason::LauncherImage;
+                d.reason = Reason::ImageNotListed;
                 d = d.warn(launcher_image_warning(
                     launcher,
                     "KubeVirt renders it for mshv cluster-wide and the VM is unlikely to start",
@@ -407,7 +407,7 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
     };
     if !images::is_listed(&settings.launcher_images, &launcher.image) {
         return Verdict::Decided(
-            Decision::keep(launcher, Reason::LauncherImage)
+            Decision::keep(launcher, Reason::ImageNotListed)
                 .warn(launcher_image_warning(launcher, "left on kvm")),
         );
     }
@@ -538,7 +538,7 @@ fn decide_migration_target(
         }
         Ok(Some(Hypervisor::Mshv)) => {
             if !images::is_listed(&settings.launcher_images, &launcher.image) {
-                return Verdict::Decided(Decision::keep(launcher, Reason::LauncherImage).warn(
+                return Verdict::Decided(Decision::keep(launcher, Reason::ImageNotListed).warn(
                     launcher_image_warning(
                         launcher,
                         "its source runs on mshv and a migration cannot cross hypervisors, so \
@@ -887,8 +887,8 @@ mod tests {
         Hypervisor::Kvm, Reason::IncompatibleDevice, None, &[])]
     #[case::launcher_pins_kvm(|l: &mut Launcher, _: &mut Settings| flagged(l), 2, false, Hypervisor::Kvm, Reason::LauncherPinsKvm, None, &[])]
     #[case::unlisted_image(|l: &mut Launcher, _: &mut Settings| l.image = "quay.io/kubevirt/virt-launcher:v1.8.2".into(), 2, false,
-        Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
-    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+        Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
+    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, false, Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
     #[case::per_pod_hypervisor(|l: &mut Launcher, s: &mut Settings| { flagged(l); s.per_pod_hypervisor = true }, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
     #[case::per_pod_hypervisor_joined_no_node(
@@ -897,7 +897,7 @@ mod tests {
     #[case::mixed_selected(mixed, 2, false, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["nodes"])]
     #[case::mixed_no_node(mixed, 0, false, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
     #[case::mixed_unlisted_image(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.image = "quay.io/kubevirt/virt-launcher:v1.9.0".into() },
-        2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+        2, false, Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
     #[case::mixed_realtime(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.realtime = true; l.dedicated_cpus = true }, 2, false,
         Hypervisor::Kvm, Reason::WorkloadUnsupported, None, &[])]
     #[case::mixed_dedicated_isolated(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.dedicated_cpus = true }, 2,
@@ -949,7 +949,7 @@ mod tests {
             d.warnings.is_empty(),
             !matches!(
                 reason,
-                Reason::LauncherImage | Reason::LauncherLayoutUnknown
+                Reason::ImageNotListed | Reason::LauncherLayoutUnknown
             ),
             "{:?}",
             d.warnings
@@ -1064,7 +1064,7 @@ mod tests {
             ..Default::default()
         };
         let d = decided(decide(&s, &unlisted, &mut f));
-        assert_eq!((d.reason, d.switch), (Reason::LauncherImage, None));
+        assert_eq!((d.reason, d.switch), (Reason::ImageNotListed, None));
         assert!(d.warnings[0].contains("will fail"), "{:?}", d.warnings);
 
         // Mixed mode: the target gets the source's edits (the mshv device added).
@@ -1126,7 +1126,7 @@ mod tests {
             let d = decided(decide(&Settings::default(), &l, &mut f));
             assert_eq!(
                 (d.hypervisor, d.reason, d.switch, d.require_capable_node),
-                (Hypervisor::Mshv, Reason::LauncherImage, None, true)
+                (Hypervisor::Mshv, Reason::ImageNotListed, None, true)
             );
             assert_eq!(d.warnings.len(), warnings, "{:?}", d.warnings);
             assert!(

@@ -62,7 +62,7 @@ pub enum Reason {
     LookupError,
     /// The compute container's image is not in `launcherImages`: its libvirt/QEMU may not run
     /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched.
-    LauncherImage,
+    ImageNotListed,
     /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
     /// CPUs with an isolated emulator thread, realtime), kept on KVM.
     WorkloadUnsupported,
@@ -91,7 +91,7 @@ impl Reason {
             Reason::MigrationSourceMshv => "migration-source-mshv",
             Reason::MigrationSourceUnknown => "migration-source-unknown",
             Reason::LookupError => "lookup-error",
-            Reason::LauncherImage => "launcher-image",
+            Reason::ImageNotListed => "launcher-image",
             Reason::WorkloadUnsupported => "workload-unsupported",
             Reason::LauncherLayoutUnknown => "launcher-layout-unknown",
             Reason::MemoryUnsized => "memory-unsized",
@@ -110,7 +110,7 @@ impl Reason {
         Reason::MigrationSourceMshv,
         Reason::MigrationSourceUnknown,
         Reason::LookupError,
-        Reason::LauncherImage,
+        Reason::ImageNotListed,
         Reason::WorkloadUnsupported,
         Reason::LauncherLayoutUnknown,
         Reason::NeedsLiveMigration,
