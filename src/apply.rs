@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::choice::{Hypervisor, Reason};
 use crate::cluster::LookupError;
 use crate::decision::{self, Decision, DeviceEdit, Facts, Verdict};
 use crate::facts::HostFacts;
@@ -11,7 +12,6 @@ use crate::memory::{self, MshvTerms};
 use crate::mutate::{self, EditError};
 use crate::pod_doc::PodDoc;
 use crate::policy::{Answer, accept, reject};
-use crate::record::{Hypervisor, Reason};
 use crate::settings::Settings;
 
 /// Applies a decision: memory first (it may still turn the decision into a fallback), then the
@@ -92,7 +92,7 @@ pub(crate) fn apply_decision<'a>(
         Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
     }
     let mut answer = accept(d.warnings);
-    answer.recorded = Some((d.hypervisor, d.reason));
+    answer.choice = Some((d.hypervisor, d.reason));
     if changed {
         answer.mutated = Some(pod);
     }
@@ -127,7 +127,7 @@ fn edit(
     if d.require_capable_node {
         changed |= mutate::require_node_label(pod, &settings.node_label)?;
     }
-    Ok(mutate::record(pod, d.hypervisor, d.reason)? | changed)
+    Ok(mutate::write_choice(pod, d.hypervisor, d.reason)? | changed)
 }
 
 /// Why the memory step left the Pod as it was.

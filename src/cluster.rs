@@ -13,11 +13,11 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use crate::choice::{HYPERVISOR_KEY, Hypervisor};
 use crate::decision_log::DecisionLog;
 use crate::host_text::{MAX_CAUSE, one_line};
 use crate::launcher::{APP_LABEL, CREATED_BY_LABEL, LAUNCHER_APP, MIGRATION_JOB_LABEL};
 use crate::quantity;
-use crate::record::{HYPERVISOR_KEY, Hypervisor};
 use crate::settings::Settings;
 
 /// The waPC host seam: one call of namespace `kubernetes` of binding `kubewarden`, and the
@@ -426,7 +426,7 @@ fn pod_hypervisor(pod: &Value, settings: &Settings) -> Hypervisor {
         .pointer("/metadata/labels")
         .and_then(|l| l.get(HYPERVISOR_KEY))
         .and_then(Value::as_str);
-    if let Some(h) = recorded.and_then(Hypervisor::from_record) {
+    if let Some(h) = recorded.and_then(Hypervisor::from_name) {
         return h;
     }
     let holds_mshv = pod

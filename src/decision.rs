@@ -13,10 +13,10 @@
 
 use serde_json::Value;
 
+use crate::choice::{Hypervisor, Reason};
 use crate::cluster::LookupError;
 use crate::images;
 use crate::launcher::{HypervisorFlag, Launcher};
-use crate::record::{Hypervisor, Reason};
 use crate::settings::{EvictionStrategy, GateMode, OnLookupError, Settings};
 
 /// The feature gate and hypervisor name upstream KubeVirt v1.8+ uses for cluster-wide mshv:

@@ -9,7 +9,7 @@
 //! One record per decision: level `info`, or `warning` when the VM falls back to KVM (or is
 //! refused) for a cause an operator can act on, with a short `hint` of what to do.
 
-use crate::record::{Hypervisor, Reason};
+use crate::choice::{Hypervisor, Reason};
 
 /// The record's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,10 @@
 use serde_json::Value;
 use std::cell::Cell;
 
+use crate::choice::Hypervisor;
 use crate::cluster::{self, Host, LookupError};
 use crate::decision::{self, Facts};
 use crate::launcher::Launcher;
-use crate::record::Hypervisor;
 use crate::settings::Settings;
 
 /// Counts the lookups of one request, for the decision log.

@@ -6,7 +6,7 @@
 //! made at most once per request and counted, as the decision asks for them), [`decision`] (kvm
 //! or mshv, and why, with the gate and capable-node facts it saw), [`apply`] (a decision applied
 //! to the Pod: the memory step, then the edits), [`mutate`] (edits of the Pod JSON), [`memory`]
-//! and [`quantity`] (the mshv memory delta), [`record`] (the decision vocabulary), [`pod_doc`]
+//! and [`quantity`] (the mshv memory delta), [`choice`] (the hypervisor and reason written on a Pod), [`pod_doc`]
 //! (the Pod as a `Value` view of what the policy uses over the untouched JSON text), [`images`]
 //! (launcher images known to run mshv), [`host_text`] (host and VMI text bounded to one line),
 //! [`decision_log`] (the log record of a decision), [`policy`] (one request end to end: the
@@ -17,6 +17,7 @@
 // (`policy`), the host seam (`cluster::Host`) and the log record it receives (`decision_log`).
 // Everything else is internal.
 mod apply;
+pub mod choice;
 pub mod cluster;
 mod decision;
 pub mod decision_log;
@@ -29,7 +30,6 @@ mod mutate;
 mod pod_doc;
 pub mod policy;
 mod quantity;
-pub mod record;
 mod settings;
 
 #[cfg(target_arch = "wasm32")]

@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::apply::apply_decision;
+use crate::choice::{Hypervisor, Reason};
 use crate::cluster::Host;
 use crate::decision::{self, Seen, Verdict};
 use crate::decision_log::{self, DecisionLog, Level};
@@ -21,7 +22,6 @@ use crate::facts::{CountingHost, HostFacts};
 use crate::host_text;
 use crate::launcher::{self, Launcher};
 use crate::pod_doc::PodDoc;
-use crate::record::{Hypervisor, Reason};
 use crate::settings::{GateMode, Settings, SettingsError};
 
 /// Only what the first checks need; the object stays raw until the Pod may be a launcher.
@@ -69,8 +69,8 @@ pub(crate) struct Answer<'a> {
     pub(crate) code: Option<u16>,
     pub(crate) mutated: Option<PodDoc<'a>>,
     pub(crate) warnings: Option<Vec<String>>,
-    /// The decision recorded on the Pod, for the log (not part of the response).
-    pub(crate) recorded: Option<(Hypervisor, Reason)>,
+    /// The choice written on the Pod, for the log (not part of the response).
+    pub(crate) choice: Option<(Hypervisor, Reason)>,
 }
 
 /// The `ValidationResponse` wire form: the SDK type's fields, in its order, with the mutated
@@ -113,7 +113,7 @@ pub(crate) fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
         code: None,
         mutated: None,
         warnings: (!warnings.is_empty()).then_some(warnings),
-        recorded: None,
+        choice: None,
     }
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn reject<'a>(message: String) -> Answer<'a> {
         code: Some(503),
         mutated: None,
         warnings: None,
-        recorded: None,
+        choice: None,
     }
 }
 
@@ -273,7 +273,7 @@ fn decision_log(launcher: &Launcher, answer: &Answer, seen: Seen, host_calls: u3
         })
         .map(|m| host_text::one_line(m, host_text::MAX_CAUSE))
         .unwrap_or_default();
-    let (outcome, hypervisor, reason, hint) = match answer.recorded {
+    let (outcome, hypervisor, reason, hint) = match answer.choice {
         Some((hv, r)) => (
             "decided",
             hv.as_str(),

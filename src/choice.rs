@@ -1,5 +1,6 @@
-//! The decision vocabulary the policy writes on launcher Pods, so that kube-state-metrics
-//! (`kube_pod_labels`, `kube_pod_annotations`) and `kubectl get pods -L` can count and explain it.
+//! The choice the policy writes on launcher Pods (the hypervisor and why), so that
+//! kube-state-metrics (`kube_pod_labels`, `kube_pod_annotations`) and `kubectl get pods -L` can
+//! count and explain it.
 
 use serde::Serialize;
 
@@ -19,8 +20,8 @@ pub enum Hypervisor {
 }
 
 impl Hypervisor {
-    /// The value of a record this policy wrote (`None` for anything else).
-    pub fn from_record(value: &str) -> Option<Hypervisor> {
+    /// The hypervisor a label or annotation value names (`kvm`, `mshv`; `None` for anything else).
+    pub fn from_name(value: &str) -> Option<Hypervisor> {
         [Hypervisor::Kvm, Hypervisor::Mshv]
             .into_iter()
             .find(|h| h.as_str() == value)
