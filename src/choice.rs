@@ -62,7 +62,9 @@ pub enum Reason {
     /// A cluster lookup failed and `onLookupError: fallback` kept the Pod as rendered.
     LookupError,
     /// The compute container's image is not in `launcherImages`: its libvirt/QEMU may not run
-    /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched.
+    /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched. The value on
+    /// Pods stays `launcher-image`, as dashboards and alerts select it.
+    #[serde(rename = "launcher-image")]
     ImageNotListed,
     /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
     /// CPUs with an isolated emulator thread, realtime), kept on KVM.
