@@ -16,8 +16,8 @@
 set -euo pipefail
 
 MARK="HVL-BENCH v=1"
-DECISION_KEY="hyperv-layered.io/hypervisor" # src/record.rs HYPERVISOR_KEY
-REASON_KEY="hyperv-layered.io/reason"       # src/record.rs REASON_KEY
+DECISION_KEY="hyperv-layered.io/hypervisor" # src/choice.rs HYPERVISOR_KEY
+REASON_KEY="hyperv-layered.io/reason"       # src/choice.rs REASON_KEY
 
 die() { echo "compare-vms: $*" >&2; exit 1; }
 

@@ -13,10 +13,11 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use crate::choice::{HYPERVISOR_KEY, Hypervisor};
 use crate::decision_log::DecisionLog;
+use crate::host_text::{MAX_CAUSE, one_line};
 use crate::launcher::{APP_LABEL, CREATED_BY_LABEL, LAUNCHER_APP, MIGRATION_JOB_LABEL};
 use crate::quantity;
-use crate::record::{HYPERVISOR_KEY, Hypervisor};
 use crate::settings::Settings;
 
 /// The waPC host seam: one call of namespace `kubernetes` of binding `kubewarden`, and the
@@ -40,29 +41,6 @@ impl Host for WapcHost {
     fn log(&self, record: &DecisionLog) {
         record.emit_to_host();
     }
-}
-
-/// At most this many bytes of a host's error text reach a warning, an annotation or a log.
-pub const MAX_CAUSE: usize = 200;
-
-/// The first line of `text`, without control characters, cut to `max` bytes (at a character
-/// boundary, marked with `…`). Host error text is free text: with `RUST_BACKTRACE` set on the
-/// host it carries a whole stack trace, which must not land in every Pod warning.
-pub fn one_line(text: &str, max: usize) -> String {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
-    if clean.len() <= max {
-        return clean;
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &clean[..end])
 }
 
 /// A failed lookup: what was asked and what went wrong, for messages and warnings. The cause
@@ -448,7 +426,7 @@ fn pod_hypervisor(pod: &Value, settings: &Settings) -> Hypervisor {
         .pointer("/metadata/labels")
         .and_then(|l| l.get(HYPERVISOR_KEY))
         .and_then(Value::as_str);
-    if let Some(h) = recorded.and_then(Hypervisor::from_record) {
+    if let Some(h) = recorded.and_then(Hypervisor::from_name) {
         return h;
     }
     let holds_mshv = pod
@@ -668,15 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn host_error_text_is_one_bounded_line() {
-        let backtrace =
-            "forbidden: nodes is forbidden\n\nStack backtrace:\n   0: anyhow::error\n   1: ...";
-        assert_eq!(one_line(backtrace, 200), "forbidden: nodes is forbidden");
-        assert_eq!(one_line("\n  \n second\tline", 200), "secondline");
-        let long = "é".repeat(300);
-        let cut = one_line(&long, 200);
-        assert!(cut.len() <= 200 && cut.ends_with('…'), "{}", cut.len());
-        assert_eq!(one_line("", 10), "");
+    fn lookup_error_text_is_one_bounded_line() {
         let e = LookupError {
             what: "listing Nodes".into(),
             cause: format!("{}\nbacktrace", "x".repeat(1000)),

@@ -13,10 +13,10 @@
 
 use serde_json::Value;
 
+use crate::choice::{Hypervisor, Reason};
 use crate::cluster::LookupError;
 use crate::images;
 use crate::launcher::{HypervisorFlag, Launcher};
-use crate::record::{Hypervisor, Reason};
 use crate::settings::{EvictionStrategy, GateMode, OnLookupError, Settings};
 
 /// The feature gate and hypervisor name upstream KubeVirt v1.8+ uses for cluster-wide mshv:
@@ -127,7 +127,58 @@ pub enum Verdict {
     /// Record the decision and shape the Pod as it says.
     Decided(Decision),
     /// `onLookupError: reject`.
-    Reject(String),
+    Reject(Rejection),
+}
+
+impl Verdict {
+    /// The verdict with what the decision saw on its way.
+    fn seen(self, seen: Seen) -> Verdict {
+        match self {
+            Verdict::Unchanged => Verdict::Unchanged,
+            Verdict::Decided(d) => Verdict::Decided(Decision { seen, ..d }),
+            Verdict::Reject(r) => Verdict::Reject(Rejection { seen, ..r }),
+        }
+    }
+}
+
+/// A refusal (`onLookupError: reject`): virt-controller retries the creation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub message: String,
+    pub seen: Seen,
+}
+
+/// What the decision saw of the cluster on its way, for the decision log: the log reads it
+/// from the verdict, not from the lookup cache behind [`Facts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seen {
+    pub gate: GateSeen,
+    /// Whether a capable node was found; `None` when the node list was not needed or its read
+    /// failed.
+    pub capable_node: Option<bool>,
+}
+
+/// How the gate stood for a decided (or refused) launcher. An off gate decides nothing, so it
+/// has no value here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateSeen {
+    /// Per-Pod choice: `gate.mode: enabled`, or a KubeVirt CR that turns on a listed gate.
+    #[default]
+    PerPod,
+    /// KubeVirt renders every launcher for mshv.
+    ClusterMshv,
+    /// `gate.mode: kubevirt` and the KubeVirt CR could not be read.
+    Unknown,
+}
+
+impl GateSeen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateSeen::PerPod => "per-pod",
+            GateSeen::ClusterMshv => "cluster-mshv",
+            GateSeen::Unknown => "unknown",
+        }
+    }
 }
 
 /// How the compute container is rewritten for mshv.
@@ -150,6 +201,8 @@ pub struct Decision {
     /// AND the capable-node requirement into the Pod's node affinity.
     pub require_capable_node: bool,
     pub warnings: Vec<String>,
+    /// What the decision saw of the cluster (set by [`decide`] for every verdict).
+    pub seen: Seen,
 }
 
 impl Decision {
@@ -160,6 +213,7 @@ impl Decision {
             switch: None,
             require_capable_node: false,
             warnings: Vec::new(),
+            seen: Seen::default(),
         }
     }
 
@@ -170,6 +224,7 @@ impl Decision {
             switch: Some(edit),
             require_capable_node: true,
             warnings: Vec::new(),
+            seen: Seen::default(),
         }
     }
 
@@ -186,11 +241,14 @@ fn vmi_ref(l: &Launcher) -> String {
 /// A failed lookup, handled as `onLookupError` says.
 pub fn on_lookup_error(settings: &Settings, launcher: &Launcher, e: &LookupError) -> Verdict {
     match settings.on_lookup_error {
-        OnLookupError::Reject => Verdict::Reject(format!(
-            "hyperv-layered: cannot decide the hypervisor of VMI {}: {e}; virt-controller retries, \
-             or set onLookupError: fallback to start it as rendered",
-            vmi_ref(launcher)
-        )),
+        OnLookupError::Reject => Verdict::Reject(Rejection {
+            message: format!(
+                "hyperv-layered: cannot decide the hypervisor of VMI {}: {e}; virt-controller \
+                 retries, or set onLookupError: fallback to start it as rendered",
+                vmi_ref(launcher)
+            ),
+            seen: Seen::default(),
+        }),
         OnLookupError::Fallback => {
             Verdict::Decided(Decision::keep(launcher, Reason::LookupError).warn(format!(
                 "hyperv-layered: VMI {} left on {} as rendered: {e}",
@@ -227,18 +285,70 @@ fn no_capable_node_warning(settings: &Settings, launcher: &Launcher) -> String {
 
 /// Decides for one launcher Pod created by a trusted creator.
 pub fn decide(settings: &Settings, launcher: &Launcher, facts: &mut dyn Facts) -> Verdict {
+    let mut facts = Observed {
+        inner: facts,
+        capable_node: None,
+    };
     let gate = match settings.gate.mode {
         GateMode::Disabled => GateState::Off,
         GateMode::Enabled => GateState::PerPod,
         GateMode::Kubevirt => match facts.kubevirt() {
             Ok(kv) => gate_from_kubevirt(kv, settings),
-            Err(e) => return on_lookup_error(settings, launcher, &e),
+            Err(e) => {
+                let seen = Seen {
+                    gate: GateSeen::Unknown,
+                    capable_node: None,
+                };
+                return on_lookup_error(settings, launcher, &e).seen(seen);
+            }
         },
     };
-    match gate {
-        GateState::Off => Verdict::Unchanged,
-        GateState::ClusterMshv => decide_cluster_mshv(settings, launcher, facts),
-        GateState::PerPod => decide_per_pod(settings, launcher, facts),
+    let (gate, verdict) = match gate {
+        GateState::Off => return Verdict::Unchanged,
+        GateState::ClusterMshv => (
+            GateSeen::ClusterMshv,
+            decide_cluster_mshv(settings, launcher, &mut facts),
+        ),
+        GateState::PerPod => (
+            GateSeen::PerPod,
+            decide_per_pod(settings, launcher, &mut facts),
+        ),
+    };
+    verdict.seen(Seen {
+        gate,
+        capable_node: facts.capable_node,
+    })
+}
+
+/// The decision's [`Facts`], remembering what the node list said for [`Seen`].
+struct Observed<'f> {
+    inner: &'f mut dyn Facts,
+    capable_node: Option<bool>,
+}
+
+impl Facts for Observed<'_> {
+    fn kubevirt(&mut self) -> Result<&Value, LookupError> {
+        self.inner.kubevirt()
+    }
+
+    fn has_capable_node(&mut self) -> Result<bool, LookupError> {
+        let found = self.inner.has_capable_node();
+        if let Ok(any) = found {
+            self.capable_node = Some(any);
+        }
+        found
+    }
+
+    fn migration_source(&mut self, launcher: &Launcher) -> Result<Option<Hypervisor>, LookupError> {
+        self.inner.migration_source(launcher)
+    }
+
+    fn eviction_strategy(&mut self, launcher: &Launcher) -> Result<Option<String>, LookupError> {
+        self.inner.eviction_strategy(launcher)
+    }
+
+    fn unsupported_workload(&mut self, launcher: &Launcher) -> Result<bool, LookupError> {
+        self.inner.unsupported_workload(launcher)
     }
 }
 
@@ -256,7 +366,7 @@ fn decide_cluster_mshv(settings: &Settings, launcher: &Launcher, facts: &mut dyn
             // KubeVirt chose this image for every launcher; the policy cannot change it, only
             // say that the VM is unlikely to start (the more basic cause wins the reason).
             if !images::is_listed(&settings.launcher_images, &launcher.image) {
-                d.reason = Reason::LauncherImage;
+                d.reason = Reason::ImageNotListed;
                 d = d.warn(launcher_image_warning(
                     launcher,
                     "KubeVirt renders it for mshv cluster-wide and the VM is unlikely to start",
@@ -297,7 +407,7 @@ fn decide_per_pod(settings: &Settings, launcher: &Launcher, facts: &mut dyn Fact
     };
     if !images::is_listed(&settings.launcher_images, &launcher.image) {
         return Verdict::Decided(
-            Decision::keep(launcher, Reason::LauncherImage)
+            Decision::keep(launcher, Reason::ImageNotListed)
                 .warn(launcher_image_warning(launcher, "left on kvm")),
         );
     }
@@ -428,7 +538,7 @@ fn decide_migration_target(
         }
         Ok(Some(Hypervisor::Mshv)) => {
             if !images::is_listed(&settings.launcher_images, &launcher.image) {
-                return Verdict::Decided(Decision::keep(launcher, Reason::LauncherImage).warn(
+                return Verdict::Decided(Decision::keep(launcher, Reason::ImageNotListed).warn(
                     launcher_image_warning(
                         launcher,
                         "its source runs on mshv and a migration cannot cross hypervisors, so \
@@ -670,6 +780,72 @@ mod tests {
         }
     }
 
+    /// Every verdict says how the gate stood and what the node list said, so that the
+    /// decision log need not look into the lookup cache.
+    #[test]
+    fn verdicts_carry_the_gate_and_the_capable_node_fact() {
+        let seen = |v: Verdict| match v {
+            Verdict::Decided(d) => d.seen,
+            Verdict::Reject(r) => r.seen,
+            Verdict::Unchanged => panic!("unchanged"),
+        };
+        let l = launcher();
+        let mut f = Scripted {
+            kubevirt: Some(Err(lookup_err())),
+            ..Default::default()
+        };
+        let want = Seen {
+            gate: GateSeen::Unknown,
+            capable_node: None,
+        };
+        assert_eq!(seen(decide(&Settings::default(), &l, &mut f)), want);
+
+        let mut s = enabled();
+        s.gate.mode = GateMode::Kubevirt;
+        s.gate.feature_gates = vec!["HyperVLayered".into()];
+        for (gates, hypervisor, want_gate) in [
+            (&["HyperVLayered"][..], None, GateSeen::PerPod),
+            (
+                &["ConfigurableHypervisor"][..],
+                Some("hyperv-direct"),
+                GateSeen::ClusterMshv,
+            ),
+        ] {
+            for (nodes, want_capable) in [(nodes(1), Some(true)), (nodes(0), Some(false))] {
+                let mut f = Scripted {
+                    kubevirt: Some(Ok(kv(gates, hypervisor))),
+                    nodes,
+                    ..Default::default()
+                };
+                let want = Seen {
+                    gate: want_gate,
+                    capable_node: want_capable,
+                };
+                assert_eq!(seen(decide(&s, &l, &mut f)), want, "{gates:?}");
+            }
+        }
+
+        // A failed node read leaves the fact unknown, decided or refused.
+        let mut s = enabled();
+        for on_error in [OnLookupError::Fallback, OnLookupError::Reject] {
+            s.on_lookup_error = on_error;
+            let mut f = Scripted {
+                nodes: Some(Err(lookup_err())),
+                ..Default::default()
+            };
+            assert_eq!(
+                seen(decide(&s, &l, &mut f)),
+                Seen::default(),
+                "{on_error:?}"
+            );
+        }
+        // A rule that needs no lookup reads no node list.
+        let mut opt_out = launcher();
+        opt_out.opt_out = true;
+        let mut f = Scripted::default();
+        assert_eq!(seen(decide(&enabled(), &opt_out, &mut f)), Seen::default());
+    }
+
     #[test]
     fn disabled_and_off_gates_leave_the_pod_alone_without_node_lookups() {
         let mut s = Settings::default();
@@ -711,8 +887,8 @@ mod tests {
         Hypervisor::Kvm, Reason::IncompatibleDevice, None, &[])]
     #[case::launcher_pins_kvm(|l: &mut Launcher, _: &mut Settings| flagged(l), 2, false, Hypervisor::Kvm, Reason::LauncherPinsKvm, None, &[])]
     #[case::unlisted_image(|l: &mut Launcher, _: &mut Settings| l.image = "quay.io/kubevirt/virt-launcher:v1.8.2".into(), 2, false,
-        Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
-    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+        Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
+    #[case::no_image(|l: &mut Launcher, _: &mut Settings| l.image.clear(), 2, false, Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
     #[case::per_pod_hypervisor(|l: &mut Launcher, s: &mut Settings| { flagged(l); s.per_pod_hypervisor = true }, 2, false,
         Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Replace), &["nodes"])]
     #[case::per_pod_hypervisor_joined_no_node(
@@ -721,7 +897,7 @@ mod tests {
     #[case::mixed_selected(mixed, 2, false, Hypervisor::Mshv, Reason::Selected, Some(DeviceEdit::Add), &["nodes"])]
     #[case::mixed_no_node(mixed, 0, false, Hypervisor::Kvm, Reason::NoCapableNode, None, &["nodes"])]
     #[case::mixed_unlisted_image(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.image = "quay.io/kubevirt/virt-launcher:v1.9.0".into() },
-        2, false, Hypervisor::Kvm, Reason::LauncherImage, None, &[])]
+        2, false, Hypervisor::Kvm, Reason::ImageNotListed, None, &[])]
     #[case::mixed_realtime(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.realtime = true; l.dedicated_cpus = true }, 2, false,
         Hypervisor::Kvm, Reason::WorkloadUnsupported, None, &[])]
     #[case::mixed_dedicated_isolated(|l: &mut Launcher, s: &mut Settings| { mixed(l, s); l.dedicated_cpus = true }, 2,
@@ -773,7 +949,7 @@ mod tests {
             d.warnings.is_empty(),
             !matches!(
                 reason,
-                Reason::LauncherImage | Reason::LauncherLayoutUnknown
+                Reason::ImageNotListed | Reason::LauncherLayoutUnknown
             ),
             "{:?}",
             d.warnings
@@ -888,7 +1064,7 @@ mod tests {
             ..Default::default()
         };
         let d = decided(decide(&s, &unlisted, &mut f));
-        assert_eq!((d.reason, d.switch), (Reason::LauncherImage, None));
+        assert_eq!((d.reason, d.switch), (Reason::ImageNotListed, None));
         assert!(d.warnings[0].contains("will fail"), "{:?}", d.warnings);
 
         // Mixed mode: the target gets the source's edits (the mshv device added).
@@ -950,7 +1126,7 @@ mod tests {
             let d = decided(decide(&Settings::default(), &l, &mut f));
             assert_eq!(
                 (d.hypervisor, d.reason, d.switch, d.require_capable_node),
-                (Hypervisor::Mshv, Reason::LauncherImage, None, true)
+                (Hypervisor::Mshv, Reason::ImageNotListed, None, true)
             );
             assert_eq!(d.warnings.len(), warnings, "{:?}", d.warnings);
             assert!(
@@ -989,7 +1165,9 @@ mod tests {
             ..Default::default()
         };
         match decide(&s, &l, &mut f) {
-            Verdict::Reject(m) => assert!(m.contains("ns/vm") && m.contains("boom"), "{m}"),
+            Verdict::Reject(Rejection { message: m, .. }) => {
+                assert!(m.contains("ns/vm") && m.contains("boom"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
     }

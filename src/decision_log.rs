@@ -9,7 +9,7 @@
 //! One record per decision: level `info`, or `warning` when the VM falls back to KVM (or is
 //! refused) for a cause an operator can act on, with a short `hint` of what to do.
 
-use crate::record::{Hypervisor, Reason};
+use crate::choice::{Hypervisor, Reason};
 
 /// The record's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +56,12 @@ pub fn hint(hypervisor: Hypervisor, reason: Reason) -> Option<&'static str> {
             "policy-server could not read the cluster: check its RBAC with scripts/preflight.sh \
              (deploy/policy-rbac.yaml)"
         }
-        Reason::LauncherImage if hypervisor == Hypervisor::Mshv => {
+        Reason::ImageNotListed if hypervisor == Hypervisor::Mshv => {
             "KubeVirt renders mshv with a launcher image not in launcherImages: use an image whose \
              QEMU lists the mshv accelerator and whose libvirt has the hyperv virt type, see \
              docs/install.md, and list it"
         }
-        Reason::LauncherImage => {
+        Reason::ImageNotListed => {
             "list the launcher image in launcherImages once its QEMU lists the mshv accelerator \
              and its libvirt has the hyperv virt type, see docs/install.md"
         }
@@ -139,7 +139,7 @@ mod tests {
                 r,
                 Reason::NoCapableNode
                     | Reason::LookupError
-                    | Reason::LauncherImage
+                    | Reason::ImageNotListed
                     | Reason::LauncherPinsKvm
                     | Reason::MigrationSourceUnknown
                     | Reason::LauncherLayoutUnknown
@@ -151,7 +151,7 @@ mod tests {
                 assert!(!h.contains('\n') && h.len() < 200, "{r:?}: {h}");
             }
         }
-        assert!(hint(Hypervisor::Mshv, Reason::LauncherImage).is_some());
+        assert!(hint(Hypervisor::Mshv, Reason::ImageNotListed).is_some());
         assert!(hint(Hypervisor::Mshv, Reason::ClusterMshv).is_none());
     }
 }

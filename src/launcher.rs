@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
+use crate::choice::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 use crate::settings::Settings;
 
 pub const APP_LABEL: &str = "kubevirt.io";
@@ -149,7 +149,7 @@ pub fn recognize(pod: &Value, namespace: &str, settings: &Settings) -> Option<La
 
     // Our own record also says `kvm`; it is only an opt-out when no decision of ours stands
     // beside it (or that decision was itself the opt-out), which keeps re-runs idempotent.
-    let opt_out = annotation(HYPERVISOR_KEY).and_then(Hypervisor::from_record)
+    let opt_out = annotation(HYPERVISOR_KEY).and_then(Hypervisor::from_name)
         == Some(Hypervisor::Kvm)
         && annotation(REASON_KEY).is_none_or(|r| r == Reason::OptOut.as_str());
 

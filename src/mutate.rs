@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::choice::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 use crate::launcher::HypervisorFlag;
-use crate::record::{HYPERVISOR_KEY, Hypervisor, REASON_KEY, Reason};
 
 /// The Pod has a type the API server would never send at `path` (e.g. `labels` is a string):
 /// the policy leaves such a Pod unchanged rather than overwrite what it does not understand.
@@ -65,9 +65,13 @@ fn set(map: &mut Map<String, Value>, key: &str, value: &str) -> bool {
     true
 }
 
-/// Writes the decision record: labels and annotations `hyperv-layered.io/hypervisor` and
+/// Writes the choice: labels and annotations `hyperv-layered.io/hypervisor` and
 /// `hyperv-layered.io/reason`. True when the Pod changed.
-pub fn record(pod: &mut Value, hypervisor: Hypervisor, reason: Reason) -> Result<bool, EditError> {
+pub fn write_choice(
+    pod: &mut Value,
+    hypervisor: Hypervisor,
+    reason: Reason,
+) -> Result<bool, EditError> {
     let (hv, why) = (hypervisor.as_str(), reason.as_str());
     let labels = object_path(pod, &["metadata", "labels"])?;
     let labelled = set(labels, HYPERVISOR_KEY, hv) | set(labels, REASON_KEY, why);
@@ -383,10 +387,10 @@ mod tests {
     }
 
     #[test]
-    fn record_writes_label_and_annotations() {
+    fn write_choice_writes_label_and_annotations() {
         let mut p = pod();
-        assert!(record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
-        assert!(!record(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
+        assert!(write_choice(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
+        assert!(!write_choice(&mut p, Hypervisor::Mshv, Reason::Selected).unwrap());
         assert_eq!(
             p["metadata"]["labels"]["hyperv-layered.io/hypervisor"],
             "mshv"
@@ -402,7 +406,7 @@ mod tests {
         );
         let mut bad = json!({"metadata": {"labels": "x"}});
         assert_eq!(
-            record(&mut bad, Hypervisor::Kvm, Reason::OptOut)
+            write_choice(&mut bad, Hypervisor::Kvm, Reason::OptOut)
                 .unwrap_err()
                 .path,
             "metadata.labels"

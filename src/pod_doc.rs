@@ -4,7 +4,7 @@
 //! Parsing a whole Pod into a `Value` and serializing it again was most of what a mutation
 //! cost (every key and string allocated, every object a B-tree, all of it freed again), yet the
 //! policy only uses a few paths of it ([`crate::launcher::recognize`], [`crate::mutate`],
-//! [`crate::memory::apply`] and `policy::add_mshv_memory`). [`PodDoc::parse`] builds
+//! [`crate::memory::apply`] and `apply::add_mshv_memory`). [`PodDoc::parse`] builds
 //! [`view`](PodDoc::view) with exactly those, at their usual paths, each only when the Pod has
 //! it:
 //!
@@ -58,7 +58,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::{launcher, memory, record};
+use crate::{choice, launcher, memory};
 
 /// Which parts of a value the view holds.
 enum Shape {
@@ -90,13 +90,13 @@ const LABELS: Shape = Shape::Object(&[
     (launcher::APP_LABEL, Shape::Whole),
     (launcher::CREATED_BY_LABEL, Shape::Whole),
     (launcher::MIGRATION_JOB_LABEL, Shape::Whole),
-    (record::HYPERVISOR_KEY, Shape::Whole),
-    (record::REASON_KEY, Shape::Whole),
+    (choice::HYPERVISOR_KEY, Shape::Whole),
+    (choice::REASON_KEY, Shape::Whole),
 ]);
 const ANNOTATIONS: Shape = Shape::Object(&[
     (launcher::DOMAIN_ANNOTATION, Shape::Whole),
-    (record::HYPERVISOR_KEY, Shape::Whole),
-    (record::REASON_KEY, Shape::Whole),
+    (choice::HYPERVISOR_KEY, Shape::Whole),
+    (choice::REASON_KEY, Shape::Whole),
     (memory::ADDED_ANNOTATION, Shape::Whole),
     (memory::KUBEVIRT_OVERHEAD_ANNOTATION, Shape::Whole),
 ]);
@@ -522,8 +522,8 @@ fn end_of_string(b: &[u8], mut i: usize) -> Result<usize, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choice::{Hypervisor, Reason};
     use crate::launcher::HypervisorFlag;
-    use crate::record::{Hypervisor, Reason};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -728,7 +728,7 @@ mod tests {
         )
         .unwrap();
         doc.view["spec"]["affinity"]["b"] = json!(2);
-        crate::mutate::record(&mut doc.view, Hypervisor::Kvm, Reason::OptOut).unwrap();
+        crate::mutate::write_choice(&mut doc.view, Hypervisor::Kvm, Reason::OptOut).unwrap();
         assert_eq!(
             String::from_utf8(written(&doc)).unwrap(),
             r#"{"metadata":{"labels":{"z":"1","kubevirt.io":"x","hyperv-layered.io/hypervisor":"kvm","hyperv-layered.io/reason":"opt-out"},"annotations":{"y":"2","hyperv-layered.io/hypervisor":"kvm","hyperv-layered.io/reason":"opt-out"}},"spec":{"affinity":{"a":1,"b":2},"containers":[],"z":true}}"#
@@ -738,7 +738,7 @@ mod tests {
         let mut doc = PodDoc::parse(r#"{"kind":"Pod"}"#).unwrap();
         let mut want = json!({"kind": "Pod"});
         for pod in [&mut doc.view, &mut want] {
-            crate::mutate::record(pod, Hypervisor::Kvm, Reason::OptOut).unwrap();
+            crate::mutate::write_choice(pod, Hypervisor::Kvm, Reason::OptOut).unwrap();
             crate::mutate::require_node_label(pod, "l").unwrap();
         }
         assert_eq!(doc.to_value().unwrap(), want);
@@ -1051,7 +1051,7 @@ mod tests {
             let mut results = Vec::new();
             for pod in [&mut doc.view, &mut want] {
                 let a = crate::mutate::require_node_label(pod, &label);
-                let b = crate::mutate::record(pod, Hypervisor::Mshv, Reason::Selected);
+                let b = crate::mutate::write_choice(pod, Hypervisor::Mshv, Reason::Selected);
                 let c = crate::mutate::switch_to_mshv(pod, 0, HypervisorFlag::Separate(crate::launcher::ArgList::Command, 1), "k", "m", "h");
                 results.push(format!("{a:?} {b:?} {c:?}"));
             }

@@ -8,20 +8,20 @@
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::SettingsValidationResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::cluster::{self, Host, LookupError};
-use crate::decision::{self, Decision, DeviceEdit, Facts, GateState, Verdict};
+use crate::apply::apply_decision;
+use crate::choice::{Hypervisor, Reason};
+use crate::cluster::Host;
+use crate::decision::{self, Seen, Verdict};
 use crate::decision_log::{self, DecisionLog, Level};
+use crate::facts::{CountingHost, HostFacts};
+use crate::host_text;
 use crate::launcher::{self, Launcher};
-use crate::memory::{self, MshvTerms};
-use crate::mutate::{self, EditError};
 use crate::pod_doc::PodDoc;
-use crate::record::{Hypervisor, Reason};
 use crate::settings::{GateMode, Settings, SettingsError};
 
 /// Only what the first checks need; the object stays raw until the Pod may be a launcher.
@@ -63,14 +63,14 @@ struct UserHead<'a> {
 
 /// The answer to one request, before it is written out: a `ValidationResponse` whose mutated
 /// object is still the overlay of the request's Pod text.
-struct Answer<'a> {
-    accepted: bool,
-    message: Option<String>,
-    code: Option<u16>,
-    mutated: Option<PodDoc<'a>>,
-    warnings: Option<Vec<String>>,
-    /// The decision recorded on the Pod, for the log (not part of the response).
-    recorded: Option<(Hypervisor, Reason)>,
+pub(crate) struct Answer<'a> {
+    pub(crate) accepted: bool,
+    pub(crate) message: Option<String>,
+    pub(crate) code: Option<u16>,
+    pub(crate) mutated: Option<PodDoc<'a>>,
+    pub(crate) warnings: Option<Vec<String>>,
+    /// The choice written on the Pod, for the log (not part of the response).
+    pub(crate) choice: Option<(Hypervisor, Reason)>,
 }
 
 /// The `ValidationResponse` wire form: the SDK type's fields, in its order, with the mutated
@@ -102,10 +102,10 @@ impl Answer<'_> {
 /// the VMI (a stack trace, a huge value) lands in virt-controller's events and logs.
 const MAX_MESSAGE: usize = 512;
 
-fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
+pub(crate) fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
     let warnings: Vec<String> = warnings
         .iter()
-        .map(|w| cluster::one_line(w, MAX_MESSAGE))
+        .map(|w| host_text::one_line(w, MAX_MESSAGE))
         .collect();
     Answer {
         accepted: true,
@@ -113,19 +113,19 @@ fn accept<'a>(warnings: Vec<String>) -> Answer<'a> {
         code: None,
         mutated: None,
         warnings: (!warnings.is_empty()).then_some(warnings),
-        recorded: None,
+        choice: None,
     }
 }
 
-fn reject<'a>(message: String) -> Answer<'a> {
+pub(crate) fn reject<'a>(message: String) -> Answer<'a> {
     Answer {
         accepted: false,
-        message: Some(cluster::one_line(&message, MAX_MESSAGE)),
+        message: Some(host_text::one_line(&message, MAX_MESSAGE)),
         // 503: the cause is a transient lookup failure; virt-controller retries the creation.
         code: Some(503),
         mutated: None,
         warnings: None,
-        recorded: None,
+        choice: None,
     }
 }
 
@@ -235,64 +235,31 @@ fn answer<'a>(payload: &'a [u8], host: &dyn Host, parse: ParsePod<'a>) -> Answer
     let Some(launcher) = launcher::recognize(&pod.view, &req.namespace, &settings) else {
         return accept(Vec::new());
     };
-    let counting = CountingHost {
-        inner: host,
-        calls: Cell::new(0),
-    };
+    let counting = CountingHost::new(host);
     let mut facts = HostFacts::new(&counting, &settings);
-    let answer = match decision::decide(&settings, &launcher, &mut facts) {
+    let (answer, seen) = match decision::decide(&settings, &launcher, &mut facts) {
         Verdict::Unchanged => return accept(Vec::new()),
-        Verdict::Reject(m) => reject(m),
-        Verdict::Decided(d) => apply_decision(pod, &launcher, &settings, d, &mut facts),
+        Verdict::Reject(r) => (reject(r.message), r.seen),
+        Verdict::Decided(d) => {
+            let seen = d.seen;
+            (
+                apply_decision(pod, &launcher, &settings, d, &mut facts),
+                seen,
+            )
+        }
     };
-    host.log(&decision_log(
-        &launcher,
-        &settings,
-        &answer,
-        &facts,
-        counting.calls.get(),
-    ));
+    host.log(&decision_log(&launcher, &answer, seen, counting.calls()));
     answer
 }
 
-/// Counts the lookups of one request, for the decision log.
-struct CountingHost<'h> {
-    inner: &'h dyn Host,
-    calls: Cell<u32>,
-}
-
-impl Host for CountingHost<'_> {
-    fn call(&self, operation: &str, request: &[u8]) -> Result<Vec<u8>, String> {
-        self.calls.set(self.calls.get().saturating_add(1));
-        self.inner.call(operation, request)
-    }
-}
-
-/// The log record of one launcher's answer (see [`crate::decision_log`]).
-fn decision_log(
-    launcher: &Launcher,
-    settings: &Settings,
-    answer: &Answer,
-    facts: &HostFacts,
-    host_calls: u32,
-) -> DecisionLog {
-    // Only a decided launcher is logged: a disabled gate returns before recognition and an
-    // off gate before the log, so the gate was per-Pod or cluster-wide mshv, or unknown when the
-    // CR could not be read. In `enabled` mode a CR read (for the eviction strategy) says nothing
-    // about the gate.
-    let gate = match (settings.gate.mode, &facts.kubevirt) {
-        (GateMode::Kubevirt, Some(Err(_))) => "unknown",
-        (GateMode::Kubevirt, Some(Ok(kv)))
-            if decision::gate_from_kubevirt(kv, settings) == GateState::ClusterMshv =>
-        {
-            "cluster-mshv"
-        }
-        _ => "per-pod",
-    };
-    let capable_node_found = match facts.capable {
-        Some(Ok(true)) => "true",
-        Some(Ok(false)) => "false",
-        _ => "unknown",
+/// The log record of one launcher's answer (see [`crate::decision_log`]): the gate and the
+/// capable-node fact are what the decision saw ([`Seen`]); the memory step that follows reads
+/// neither anew (it shares the gate's KubeVirt CR read).
+fn decision_log(launcher: &Launcher, answer: &Answer, seen: Seen, host_calls: u32) -> DecisionLog {
+    let capable_node_found = match seen.capable_node {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
     };
     let detail = answer
         .message
@@ -304,9 +271,9 @@ fn decision_log(
                 .and_then(|w| w.first())
                 .map(String::as_str)
         })
-        .map(|m| cluster::one_line(m, cluster::MAX_CAUSE))
+        .map(|m| host_text::one_line(m, host_text::MAX_CAUSE))
         .unwrap_or_default();
-    let (outcome, hypervisor, reason, hint) = match answer.recorded {
+    let (outcome, hypervisor, reason, hint) = match answer.choice {
         Some((hv, r)) => (
             "decided",
             hv.as_str(),
@@ -334,7 +301,7 @@ fn decision_log(
         vmi: launcher.vmi_name.clone(),
         hypervisor,
         reason,
-        gate,
+        gate: seen.gate.as_str(),
         capable_node_found,
         host_calls,
         hint: hint.unwrap_or_default(),
@@ -361,242 +328,6 @@ fn settings_from(raw: &[u8]) -> Result<Rc<Settings>, SettingsError> {
     })
 }
 
-/// Applies a decision: memory first (it may still turn the decision into a fallback), then the
-/// Pod edits, then the answer. The edits go to the Pod's view, which holds every part they read
-/// or write.
-fn apply_decision<'a>(
-    mut pod: PodDoc<'a>,
-    launcher: &Launcher,
-    settings: &Settings,
-    mut d: Decision,
-    facts: &mut HostFacts,
-) -> Answer<'a> {
-    let terms = match settings.mshv_terms() {
-        Ok(t) => t,
-        Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
-    };
-    let mut changed = false;
-    // A layout the policy does not know is left exactly as rendered: no memory edit either
-    // (an mshv-rendered launcher would otherwise still get the delta).
-    let as_rendered = d.reason == Reason::LauncherLayoutUnknown;
-    if d.hypervisor == Hypervisor::Mshv && !as_rendered && !terms.is_zero() {
-        match add_mshv_memory(&mut pod.view, launcher, &terms, facts) {
-            Ok((c, report_warnings)) => {
-                changed = c;
-                // What could not be done to KubeVirt's report: told, never a fallback.
-                d.warnings.extend(report_warnings);
-            }
-            // A failed memory step leaves the Pod as it was (memory::apply is all or nothing).
-            // A lookup that failed is the request's lookup error (per-Pod mode can still fall
-            // back, or retry with onLookupError: reject): an mshv Pod sized without its
-            // overhead is exactly what the memory settings exist to prevent.
-            Err(MemoryStepError::Lookup(e)) if d.switch.is_some() => {
-                match decision::on_lookup_error(settings, launcher, &e) {
-                    Verdict::Decided(fallback) => d = fallback,
-                    Verdict::Reject(m) => return reject(m),
-                    Verdict::Unchanged => return accept(Vec::new()),
-                }
-            }
-            // Data the step cannot size (the VMI, the KubeVirt CR's ratio, the Pod's own
-            // resources) is no lookup error: retrying would not change it, so it never rejects.
-            // The Pod stays as rendered, with its own reason. In cluster-mshv mode (no switch)
-            // "as rendered" is mshv: KubeVirt renders mshv cluster-wide, there is no KVM to
-            // fall back to, and the reason tells the Pod is unsized.
-            Err(e) => {
-                let warning = format!(
-                    "hyperv-layered: mshv memory overhead not added to VMI {}/{}: {e}; {}",
-                    launcher.namespace,
-                    launcher.vmi_name,
-                    if d.switch.is_some() {
-                        "left as rendered"
-                    } else {
-                        "KubeVirt renders mshv cluster-wide, the Pod runs on mshv without it"
-                    }
-                );
-                if d.switch.is_some() {
-                    d = Decision {
-                        hypervisor: launcher.rendered,
-                        reason: Reason::MemoryUnsized,
-                        switch: None,
-                        require_capable_node: false,
-                        warnings: Vec::new(),
-                    };
-                } else {
-                    d.reason = Reason::MemoryUnsized;
-                }
-                d.warnings.push(warning);
-            }
-        }
-    }
-    match edit(&mut pod.view, launcher, settings, &d) {
-        Ok(c) => changed |= c,
-        Err(e) => return accept(vec![format!("hyperv-layered: {e}; left unchanged")]),
-    }
-    let mut answer = accept(d.warnings);
-    answer.recorded = Some((d.hypervisor, d.reason));
-    if changed {
-        answer.mutated = Some(pod);
-    }
-    answer
-}
-
-/// The Pod edits of a decision; true when the Pod changed.
-fn edit(
-    pod: &mut Value,
-    launcher: &Launcher,
-    settings: &Settings,
-    d: &Decision,
-) -> Result<bool, EditError> {
-    let mut changed = match d.switch {
-        None => false,
-        Some(DeviceEdit::Replace) => mutate::switch_to_mshv(
-            pod,
-            launcher.compute_index,
-            launcher.hypervisor_flag,
-            &settings.kvm_device_resource,
-            &settings.device_resource,
-            &settings.hypervisor_arg,
-        )?,
-        Some(DeviceEdit::Add) => mutate::add_mshv_device(
-            pod,
-            launcher.compute_index,
-            launcher.hypervisor_flag,
-            &settings.device_resource,
-            &settings.hypervisor_arg,
-        )?,
-    };
-    if d.require_capable_node {
-        changed |= mutate::require_node_label(pod, &settings.node_label)?;
-    }
-    Ok(mutate::record(pod, d.hypervisor, d.reason)? | changed)
-}
-
-/// Why the memory step left the Pod as it was.
-enum MemoryStepError {
-    /// The KubeVirt CR (its overhead ratio) or the VMI could not be read.
-    Lookup(LookupError),
-    /// What was read cannot be sized: a VMI, ratio or Pod value the step does not understand.
-    Unsized(memory::MemoryError),
-}
-
-impl std::fmt::Display for MemoryStepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MemoryStepError::Lookup(e) => e.fmt(f),
-            MemoryStepError::Unsized(e) => e.fmt(f),
-        }
-    }
-}
-
-/// Adds the mshv delta to the Pod: true when the Pod changed, with the warnings about
-/// KubeVirt's report.
-///
-/// The KubeVirt CR is read first (for `additionalGuestMemoryOverheadRatio`), then the VMI (its
-/// vCPUs and guest memory); in `kubevirt` gate mode the CR is the one the gate already read.
-fn add_mshv_memory(
-    pod: &mut Value,
-    launcher: &Launcher,
-    terms: &MshvTerms,
-    facts: &mut HostFacts,
-) -> Result<(bool, Vec<String>), MemoryStepError> {
-    let kv = facts.kubevirt().map_err(MemoryStepError::Lookup)?;
-    let ratio = memory::ratio::from_kubevirt_cr(kv).map_err(MemoryStepError::Unsized)?;
-    // The same read as the mixed-mode workload rule's, if that made one: one GET per request.
-    let vmi = facts.vmi(launcher).map_err(MemoryStepError::Lookup)?;
-    let delta = memory::delta(vmi, terms, ratio).map_err(MemoryStepError::Unsized)?;
-    // apply() edits only the annotations and the compute container's resources: compare those
-    // rather than a copy of the whole Pod.
-    let resources = format!("/spec/containers/{}/resources", launcher.compute_index);
-    let before = (
-        pod.pointer("/metadata/annotations").cloned(),
-        pod.pointer(&resources).cloned(),
-    );
-    let issues =
-        memory::apply(pod, launcher.compute_index, vmi, delta).map_err(MemoryStepError::Unsized)?;
-    let changed = before.0.as_ref() != pod.pointer("/metadata/annotations")
-        || before.1.as_ref() != pod.pointer(&resources);
-    let warnings = issues
-        .iter()
-        .map(|issue| {
-            format!(
-                "hyperv-layered: VMI {}/{}: {issue}",
-                launcher.namespace, launcher.vmi_name
-            )
-        })
-        .collect();
-    Ok((changed, warnings))
-}
-
-/// The decision's view of the cluster through host calls, each made at most once per request.
-struct HostFacts<'h> {
-    host: &'h dyn Host,
-    settings: &'h Settings,
-    kubevirt: Option<Result<Value, LookupError>>,
-    capable: Option<Result<bool, LookupError>>,
-    vmi: Option<Result<Value, LookupError>>,
-}
-
-impl<'h> HostFacts<'h> {
-    fn new(host: &'h dyn Host, settings: &'h Settings) -> Self {
-        HostFacts {
-            host,
-            settings,
-            kubevirt: None,
-            capable: None,
-            vmi: None,
-        }
-    }
-
-    /// The launcher's VMI, read once per request (the live-migration rule, the workload rule
-    /// and the memory step all use it).
-    fn vmi(&mut self, l: &Launcher) -> Result<&Value, LookupError> {
-        let host = self.host;
-        match self
-            .vmi
-            .get_or_insert_with(|| cluster::vmi(host, &l.namespace, &l.vmi_name))
-        {
-            Ok(v) => Ok(v),
-            Err(e) => Err(e.clone()),
-        }
-    }
-}
-
-impl Facts for HostFacts<'_> {
-    fn kubevirt(&mut self) -> Result<&Value, LookupError> {
-        let (host, settings) = (self.host, self.settings);
-        match self
-            .kubevirt
-            .get_or_insert_with(|| cluster::kubevirt_cr(host, settings))
-        {
-            Ok(kv) => Ok(kv),
-            Err(e) => Err(e.clone()),
-        }
-    }
-
-    fn has_capable_node(&mut self) -> Result<bool, LookupError> {
-        let (host, settings) = (self.host, self.settings);
-        self.capable
-            .get_or_insert_with(|| cluster::first_capable_node(host, settings).map(|n| n.is_some()))
-            .clone()
-    }
-
-    fn migration_source(&mut self, l: &Launcher) -> Result<Option<Hypervisor>, LookupError> {
-        let job = l.migration_job.as_deref().unwrap_or_default();
-        cluster::migration_source(self.host, self.settings, &l.namespace, &l.vmi_uid, job)
-    }
-
-    fn eviction_strategy(&mut self, l: &Launcher) -> Result<Option<String>, LookupError> {
-        if let Some(s) = decision::vmi_eviction_strategy(self.vmi(l)?) {
-            return Ok(Some(s.to_string()));
-        }
-        Ok(decision::cluster_eviction_strategy(self.kubevirt()?).map(str::to_string))
-    }
-
-    fn unsupported_workload(&mut self, l: &Launcher) -> Result<bool, LookupError> {
-        Ok(decision::unsupported_workload(self.vmi(l)?))
-    }
-}
-
 /// `validate_settings`: never an error, always `{valid, message}` naming the bad field.
 pub fn validate_settings(raw: &[u8]) -> SettingsValidationResponse {
     match Settings::from_json(raw) {
@@ -615,7 +346,7 @@ pub fn validate_settings(raw: &[u8]) -> SettingsValidationResponse {
 mod tests {
     use super::*;
     use crate::cluster::fake::FakeHost;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn fixture(name: &str) -> Value {
         let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::device_access::{self, AccessPolicy, AccessReport};
-use crate::health::HealthState;
+use crate::health::AgentState;
 use crate::labels::{self, Desired, LabelPrefix};
 use crate::metrics::SyncResult;
 use crate::probe::sys::Sys;
@@ -55,8 +55,9 @@ impl WriteReason {
     }
 }
 
+/// What one label sync does next (the agent's step, not the policy's hypervisor decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum SyncStep {
     Write(WriteReason),
     Unchanged,
     /// A failed write is waiting for its backoff delay.
@@ -82,21 +83,26 @@ impl SyncState {
         }
     }
 
-    pub fn decide(&self, desired: &Desired, now: Instant, refresh: Option<Duration>) -> Decision {
+    pub fn next_step(
+        &self,
+        desired: &Desired,
+        now: Instant,
+        refresh: Option<Duration>,
+    ) -> SyncStep {
         if let Some(at) = self.retry_at {
             return if now < at {
-                Decision::Backoff
+                SyncStep::Backoff
             } else {
-                Decision::Write(WriteReason::Retry)
+                SyncStep::Write(WriteReason::Retry)
             };
         }
         match (&self.last_applied, self.last_write) {
-            (None, _) | (_, None) => Decision::Write(WriteReason::First),
-            (Some(last), _) if last != desired => Decision::Write(WriteReason::Changed),
+            (None, _) | (_, None) => SyncStep::Write(WriteReason::First),
+            (Some(last), _) if last != desired => SyncStep::Write(WriteReason::Changed),
             (_, Some(at)) if refresh.is_some_and(|r| now.saturating_duration_since(at) >= r) => {
-                Decision::Write(WriteReason::Refresh)
+                SyncStep::Write(WriteReason::Refresh)
             }
-            _ => Decision::Unchanged,
+            _ => SyncStep::Unchanged,
         }
     }
 
@@ -128,7 +134,7 @@ pub async fn run<S: Sys>(
     prober: &mut Prober<S>,
     publisher: &Publisher,
     cfg: &RunConfig,
-    health: &HealthState,
+    health: &AgentState,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -174,13 +180,13 @@ pub async fn run<S: Sys>(
         };
         labels::set_guest_verified(want, &cfg.prefix, *guest_rx.borrow_and_update());
         let want = &*want;
-        match sync.decide(want, now, cfg.refresh) {
-            Decision::Backoff => {}
-            Decision::Unchanged => {
+        match sync.next_step(want, now, cfg.refresh) {
+            SyncStep::Backoff => {}
+            SyncStep::Unchanged => {
                 health.metrics.observe_sync(SyncResult::Unchanged);
                 health.update_status(|s| s.published.last_result = Some("unchanged"));
             }
-            Decision::Write(reason) => {
+            SyncStep::Write(reason) => {
                 let result = tokio::select! {
                     r = publisher.publish(want, jiff::Timestamp::now()) => r,
                     () = &mut shutdown => break,
@@ -193,7 +199,7 @@ pub async fn run<S: Sys>(
 }
 
 /// `/status` names the publication target, and the start is logged.
-fn announce_start(publisher: &Publisher, cfg: &RunConfig, health: &HealthState) {
+fn announce_start(publisher: &Publisher, cfg: &RunConfig, health: &AgentState) {
     let target = publisher.target();
     health.update_status(|s| {
         s.published.target = target.to_string();
@@ -213,7 +219,7 @@ fn announce_start(publisher: &Publisher, cfg: &RunConfig, health: &HealthState) 
 fn probe_tick<S: Sys>(
     prober: &mut Prober<S>,
     cfg: &RunConfig,
-    health: &HealthState,
+    health: &AgentState,
     device_node: &Path,
     last_state: &mut Option<State>,
     last_access: &mut Option<AccessReport>,
@@ -258,7 +264,7 @@ fn log_probe(report: &ProbeReport, last_state: &mut Option<State>) {
 
 /// Metrics, `/status`, the log and the retry bookkeeping for one publication.
 fn record_publish(
-    health: &HealthState,
+    health: &AgentState,
     sync: &mut SyncState,
     want: &Desired,
     reason: WriteReason,
@@ -300,7 +306,7 @@ fn record_publish(
 /// Metrics and `/status` for one device access pass; a log line only when something was
 /// done or the outcome changed (an unchanged node every minute is not news).
 fn record_access(
-    health: &HealthState,
+    health: &AgentState,
     policy: &AccessPolicy,
     access: &AccessReport,
     last: Option<&AccessReport>,
@@ -369,20 +375,23 @@ mod tests {
             Duration::from_secs(60),
         ));
         let a = desired("not-hyperv");
-        assert_eq!(s.decide(&a, t0, None), Decision::Write(WriteReason::First));
+        assert_eq!(
+            s.next_step(&a, t0, None),
+            SyncStep::Write(WriteReason::First)
+        );
         s.succeeded(a.clone(), t0);
         // The Node is never rewritten for an unchanged result, however long it has been.
         for secs in [60, 299, 300, 3600, 86_400 * 365] {
             assert_eq!(
-                s.decide(&a, t0 + Duration::from_secs(secs), None),
-                Decision::Unchanged,
+                s.next_step(&a, t0 + Duration::from_secs(secs), None),
+                SyncStep::Unchanged,
                 "{secs}s"
             );
         }
         let b = desired("capable");
         assert_eq!(
-            s.decide(&b, t0 + Duration::from_secs(1), None),
-            Decision::Write(WriteReason::Changed)
+            s.next_step(&b, t0 + Duration::from_secs(1), None),
+            SyncStep::Write(WriteReason::Changed)
         );
     }
 
@@ -397,12 +406,12 @@ mod tests {
         let a = desired("capable");
         s.succeeded(a.clone(), t0);
         assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(299), refresh),
-            Decision::Unchanged
+            s.next_step(&a, t0 + Duration::from_secs(299), refresh),
+            SyncStep::Unchanged
         );
         assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(300), refresh),
-            Decision::Write(WriteReason::Refresh)
+            s.next_step(&a, t0 + Duration::from_secs(300), refresh),
+            SyncStep::Write(WriteReason::Refresh)
         );
     }
 
@@ -414,10 +423,10 @@ mod tests {
         let a = desired("capable");
         let d1 = s.failed(t0);
         assert!(d1 <= Duration::from_secs(1));
-        assert_eq!(s.decide(&a, t0, hb), Decision::Backoff);
+        assert_eq!(s.next_step(&a, t0, hb), SyncStep::Backoff);
         assert_eq!(
-            s.decide(&a, t0 + d1, hb),
-            Decision::Write(WriteReason::Retry)
+            s.next_step(&a, t0 + d1, hb),
+            SyncStep::Write(WriteReason::Retry)
         );
         let d2 = s.failed(t0 + d1);
         assert!(d2 >= Duration::from_secs(1) && d2 <= Duration::from_secs(2));
@@ -428,8 +437,8 @@ mod tests {
         assert_eq!(s.failures(), 0);
         assert_eq!(s.retry_at(), None);
         assert_eq!(
-            s.decide(&a, t0 + Duration::from_secs(101), hb),
-            Decision::Unchanged
+            s.next_step(&a, t0 + Duration::from_secs(101), hb),
+            SyncStep::Unchanged
         );
     }
 }

@@ -16,7 +16,7 @@ use crate::agent::{self, RunConfig};
 use crate::backoff::Backoff;
 use crate::device_access::{self, AccessPolicy};
 use crate::device_plugin::{self, PluginConfig};
-use crate::health::{self, HealthState};
+use crate::health::{self, AgentState};
 use crate::labels::LabelPrefix;
 use crate::metrics::Metrics;
 use crate::probe::sys::HostSys;
@@ -378,7 +378,7 @@ async fn kube_client(timeout: Duration) -> anyhow::Result<kube::Client> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let health = Arc::new(HealthState::new(Metrics::new()));
+    let health = Arc::new(AgentState::new(Metrics::new()));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
@@ -544,7 +544,7 @@ fn lease_renewer(
 
 fn spawn_lease(
     mut renewer: LeaseRenewer,
-    health: &Arc<HealthState>,
+    health: &Arc<AgentState>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let health = Arc::clone(health);

@@ -2,8 +2,8 @@
 //! `/readyz` (a first probe has completed, so the metrics and labels mean something) and
 //! `/status` (JSON: see [`crate::status::Status`]).
 //!
-//! [`HealthState`] is also the hub between the tasks: the agent loop records probes here,
-//! and the device plugin follows the probe through [`HealthState::subscribe_capable`].
+//! [`AgentState`] is also the hub between the tasks: the agent loop records probes here,
+//! and the device plugin follows the probe through [`AgentState::subscribe_capable`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +24,9 @@ use crate::status::Status;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The agent's state shared by its tasks and its HTTP endpoints: metrics, readiness and status.
 #[derive(Debug)]
-pub struct HealthState {
+pub struct AgentState {
     pub metrics: Metrics,
     ready: AtomicBool,
     status: Mutex<Status>,
@@ -35,13 +36,13 @@ pub struct HealthState {
     guest_verified: watch::Sender<Option<bool>>,
 }
 
-impl Default for HealthState {
+impl Default for AgentState {
     fn default() -> Self {
         Self::new(Metrics::new())
     }
 }
 
-impl HealthState {
+impl AgentState {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             metrics,
@@ -117,7 +118,7 @@ impl HealthState {
     }
 }
 
-pub fn router(state: Arc<HealthState>) -> Router {
+pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -129,7 +130,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<HealthState>,
+    state: Arc<AgentState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
@@ -137,7 +138,7 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     match state.metrics.encode() {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body),
         Err(e) => (
@@ -152,7 +153,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<Arc<AgentState>>) -> (StatusCode, &'static str) {
     if state.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -163,7 +164,7 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> (StatusCode, &'static 
     }
 }
 
-async fn status(State(state): State<Arc<HealthState>>) -> axum::response::Response {
+async fn status(State(state): State<Arc<AgentState>>) -> axum::response::Response {
     match serde_json::to_string_pretty(&state.status()) {
         Ok(body) => (
             StatusCode::OK,

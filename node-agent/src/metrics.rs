@@ -163,23 +163,159 @@ impl SyncResult {
     }
 }
 
+/// The probe's series: its state, how often and how long it ran, and the label syncs that
+/// publish its result.
 #[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
+struct ProbeMetrics {
     capable: Family<CapableLabels, Gauge>,
     probes: Family<ResultLabel, Counter>,
     probe_duration: Histogram,
     syncs: Family<ResultLabel, Counter>,
+}
+
+impl Default for ProbeMetrics {
+    fn default() -> Self {
+        ProbeMetrics {
+            capable: Family::default(),
+            probes: Family::default(),
+            // 10 µs .. ~0.3 s: a probe is a few syscalls; anything slower is worth seeing.
+            probe_duration: Histogram::new(exponential_buckets(1e-5, 2.0, 16)),
+            syncs: Family::default(),
+        }
+    }
+}
+
+impl ProbeMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "capable",
+            "1 if /dev/mshv is usable on this node, else 0; labelled with the probe state",
+            self.capable.clone(),
+        );
+        registry.register("probes", "Probes by resulting state", self.probes.clone());
+        registry.register_with_unit(
+            "probe_duration",
+            "Wall time of one probe",
+            Unit::Seconds,
+            self.probe_duration.clone(),
+        );
+        registry.register(
+            "label_syncs",
+            "Label publication decisions by result (applied, unchanged, error)",
+            self.syncs.clone(),
+        );
+    }
+}
+
+/// The kubelet device plugin's series.
+#[derive(Debug, Default)]
+struct PluginMetrics {
     plugin_state: Family<StateLabel, Gauge>,
     healthy_devices: Gauge,
     registrations: Family<ResultLabel, Counter>,
     allocations: Counter,
+}
+
+impl PluginMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "device_plugin_state",
+            "State of the /dev/mshv device plugin: 1 for the current state, 0 for the others",
+            self.plugin_state.clone(),
+        );
+        registry.register(
+            "device_plugin_healthy_devices",
+            "Devices the device plugin currently advertises as Healthy (0 or N)",
+            self.healthy_devices.clone(),
+        );
+        registry.register(
+            "device_plugin_registrations",
+            "Registrations with kubelet by result (ok, error)",
+            self.registrations.clone(),
+        );
+        registry.register(
+            "device_plugin_allocations",
+            "Allocate calls answered by the device plugin",
+            self.allocations.clone(),
+        );
+    }
+}
+
+/// The series of the passes that make /dev/mshv usable by the launcher's uid/gid.
+#[derive(Debug, Default)]
+struct DeviceAccessMetrics {
     device_access: Family<ResultLabel, Counter>,
     device_accessible: Gauge,
+}
+
+impl DeviceAccessMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "device_access",
+            "Passes that make /dev/mshv usable by uid/gid 107, by result (applied, unchanged, error)",
+            self.device_access.clone(),
+        );
+        registry.register(
+            "device_accessible",
+            "1 when /dev/mshv's mode and owner let uid/gid 107 read and write it, else 0",
+            self.device_accessible.clone(),
+        );
+    }
+}
+
+/// What the probe found out about the host: its hypervisor build and identity.
+#[derive(Debug, Default)]
+struct HostMetrics {
     hv_build_supported: Family<Unlabelled, Gauge>,
     info: Family<InfoLabels, Gauge>,
+}
+
+impl HostMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "hv_build_supported",
+            "1 when the hypervisor build is in the range the mainline mshv driver is validated for, 0 outside",
+            self.hv_build_supported.clone(),
+        );
+        registry.register(
+            "info",
+            "Agent version, kernel, hypervisor build and partition type; always 1",
+            self.info.clone(),
+        );
+    }
+}
+
+/// The agent's coordination.k8s.io Lease series.
+#[derive(Debug, Default)]
+struct LeaseMetrics {
     lease_renewals: Family<ResultLabel, Counter>,
     lease_last_renewal: Family<Unlabelled, Gauge>,
+}
+
+impl LeaseMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "lease_renewals",
+            "Renewals of the agent's coordination.k8s.io Lease by result (ok, error)",
+            self.lease_renewals.clone(),
+        );
+        registry.register_with_unit(
+            "lease_last_renewal_timestamp",
+            "Unix time of the last successful Lease renewal (0: none yet)",
+            Unit::Seconds,
+            self.lease_last_renewal.clone(),
+        );
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    probe: ProbeMetrics,
+    plugin: PluginMetrics,
+    access: DeviceAccessMetrics,
+    host: HostMetrics,
+    lease: LeaseMetrics,
     bench: BenchMetrics,
 }
 
@@ -192,107 +328,27 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mshv_node_agent");
-        let capable = Family::<CapableLabels, Gauge>::default();
-        let probes = Family::<ResultLabel, Counter>::default();
-        // 10 µs .. ~0.3 s: a probe is a few syscalls; anything slower is worth seeing.
-        let probe_duration = Histogram::new(exponential_buckets(1e-5, 2.0, 16));
-        let syncs = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "capable",
-            "1 if /dev/mshv is usable on this node, else 0; labelled with the probe state",
-            capable.clone(),
-        );
-        registry.register("probes", "Probes by resulting state", probes.clone());
-        registry.register_with_unit(
-            "probe_duration",
-            "Wall time of one probe",
-            Unit::Seconds,
-            probe_duration.clone(),
-        );
-        registry.register(
-            "label_syncs",
-            "Label publication decisions by result (applied, unchanged, error)",
-            syncs.clone(),
-        );
-        let plugin_state = Family::<StateLabel, Gauge>::default();
-        registry.register(
-            "device_plugin_state",
-            "State of the /dev/mshv device plugin: 1 for the current state, 0 for the others",
-            plugin_state.clone(),
-        );
-        let healthy_devices = Gauge::default();
-        registry.register(
-            "device_plugin_healthy_devices",
-            "Devices the device plugin currently advertises as Healthy (0 or N)",
-            healthy_devices.clone(),
-        );
-        let registrations = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "device_plugin_registrations",
-            "Registrations with kubelet by result (ok, error)",
-            registrations.clone(),
-        );
-        let allocations = Counter::default();
-        registry.register(
-            "device_plugin_allocations",
-            "Allocate calls answered by the device plugin",
-            allocations.clone(),
-        );
-        let device_access = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "device_access",
-            "Passes that make /dev/mshv usable by uid/gid 107, by result (applied, unchanged, error)",
-            device_access.clone(),
-        );
-        let device_accessible = Gauge::default();
-        registry.register(
-            "device_accessible",
-            "1 when /dev/mshv's mode and owner let uid/gid 107 read and write it, else 0",
-            device_accessible.clone(),
-        );
-        let hv_build_supported = Family::<Unlabelled, Gauge>::default();
-        registry.register(
-            "hv_build_supported",
-            "1 when the hypervisor build is in the range the mainline mshv driver is validated for, 0 outside",
-            hv_build_supported.clone(),
-        );
-        let info = Family::<InfoLabels, Gauge>::default();
-        registry.register(
-            "info",
-            "Agent version, kernel, hypervisor build and partition type; always 1",
-            info.clone(),
-        );
-        let lease_renewals = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "lease_renewals",
-            "Renewals of the agent's coordination.k8s.io Lease by result (ok, error)",
-            lease_renewals.clone(),
-        );
-        let lease_last_renewal = Family::<Unlabelled, Gauge>::default();
-        registry.register_with_unit(
-            "lease_last_renewal_timestamp",
-            "Unix time of the last successful Lease renewal (0: none yet)",
-            Unit::Seconds,
-            lease_last_renewal.clone(),
-        );
+        // Registration order is exposition order: the groups register in the order the
+        // series have always been exposed in.
+        let probe = ProbeMetrics::default();
+        probe.register(&mut registry);
+        let plugin = PluginMetrics::default();
+        plugin.register(&mut registry);
+        let access = DeviceAccessMetrics::default();
+        access.register(&mut registry);
+        let host = HostMetrics::default();
+        host.register(&mut registry);
+        let lease = LeaseMetrics::default();
+        lease.register(&mut registry);
         let bench = BenchMetrics::default();
         bench.register(&mut registry);
         let metrics = Self {
             registry,
-            capable,
-            probes,
-            probe_duration,
-            syncs,
-            plugin_state,
-            healthy_devices,
-            registrations,
-            allocations,
-            device_access,
-            device_accessible,
-            hv_build_supported,
-            info,
-            lease_renewals,
-            lease_last_renewal,
+            probe,
+            plugin,
+            access,
+            host,
+            lease,
             bench,
         };
         metrics.set_plugin_state(PLUGIN_STATE_INITIAL);
@@ -300,28 +356,33 @@ impl Metrics {
     }
 
     pub fn observe_probe(&self, report: &ProbeReport) {
-        self.capable.clear();
-        self.capable
+        self.probe.capable.clear();
+        self.probe
+            .capable
             .get_or_create(&CapableLabels {
                 state: report.state.as_str().to_string(),
                 partition_type: report.partition_type.as_str().to_string(),
             })
             .set(i64::from(report.capable));
-        self.probes
+        self.probe
+            .probes
             .get_or_create(&ResultLabel {
                 result: report.state.as_str().to_string(),
             })
             .inc();
-        self.probe_duration
+        self.probe
+            .probe_duration
             .observe(report.duration_us as f64 / 1_000_000.0);
-        self.hv_build_supported.clear();
+        self.host.hv_build_supported.clear();
         if let Some(check) = report.hv_build_check {
-            self.hv_build_supported
+            self.host
+                .hv_build_supported
                 .get_or_create(&Vec::new())
                 .set(i64::from(check.supported));
         }
-        self.info.clear();
-        self.info
+        self.host.info.clear();
+        self.host
+            .info
             .get_or_create(&InfoLabels {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 kernel: report.kernel_release.clone().unwrap_or_default(),
@@ -334,7 +395,8 @@ impl Metrics {
     /// Set the device plugin state: 1 for `current`, 0 for every other state.
     pub fn set_plugin_state(&self, current: &str) {
         for state in PLUGIN_STATES {
-            self.plugin_state
+            self.plugin
+                .plugin_state
                 .get_or_create(&StateLabel {
                     state: state.to_string(),
                 })
@@ -343,11 +405,12 @@ impl Metrics {
     }
 
     pub fn set_healthy_devices(&self, n: u32) {
-        self.healthy_devices.set(i64::from(n));
+        self.plugin.healthy_devices.set(i64::from(n));
     }
 
     pub fn observe_registration(&self, ok: bool) {
-        self.registrations
+        self.plugin
+            .registrations
             .get_or_create(&ResultLabel {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
@@ -355,23 +418,25 @@ impl Metrics {
     }
 
     pub fn observe_allocation(&self) {
-        self.allocations.inc();
+        self.plugin.allocations.inc();
     }
 
     /// One device access pass; `None` (node absent) counts nothing.
     pub fn observe_device_access(&self, result: Option<&str>, accessible: bool) {
         if let Some(result) = result {
-            self.device_access
+            self.access
+                .device_access
                 .get_or_create(&ResultLabel {
                     result: result.to_string(),
                 })
                 .inc();
         }
-        self.device_accessible.set(i64::from(accessible));
+        self.access.device_accessible.set(i64::from(accessible));
     }
 
     pub fn observe_sync(&self, result: SyncResult) {
-        self.syncs
+        self.probe
+            .syncs
             .get_or_create(&ResultLabel {
                 result: result.as_str().to_string(),
             })
@@ -382,22 +447,24 @@ impl Metrics {
     pub fn lease_enabled(&self) {
         // `get_or_create` makes the series; its guard is released at once.
         for result in ["ok", "error"] {
-            drop(self.lease_renewals.get_or_create(&ResultLabel {
+            drop(self.lease.lease_renewals.get_or_create(&ResultLabel {
                 result: result.to_string(),
             }));
         }
-        drop(self.lease_last_renewal.get_or_create(&Vec::new()));
+        drop(self.lease.lease_last_renewal.get_or_create(&Vec::new()));
     }
 
     /// One renewal attempt; `unix_seconds` is recorded only for a successful one.
     pub fn observe_lease_renewal(&self, ok: bool, unix_seconds: i64) {
-        self.lease_renewals
+        self.lease
+            .lease_renewals
             .get_or_create(&ResultLabel {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .inc();
         if ok {
-            self.lease_last_renewal
+            self.lease
+                .lease_last_renewal
                 .get_or_create(&Vec::new())
                 .set(unix_seconds);
         }

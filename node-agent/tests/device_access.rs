@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::fake_sys::{FakeRoot, SwitchSys};
 use mshv_node_agent::agent::{self, RunConfig};
 use mshv_node_agent::device_access::{self, AccessPolicy, AccessResult, QEMU_ID};
-use mshv_node_agent::health::HealthState;
+use mshv_node_agent::health::AgentState;
 use mshv_node_agent::labels::LabelPrefix;
 use mshv_node_agent::metrics::Metrics;
 use mshv_node_agent::probe::{ProbeOptions, Prober};
@@ -137,7 +137,7 @@ async fn agent_loop_applies_and_reapplies_with_metrics_and_status() {
         backoff_cap: Duration::from_millis(100),
         device_access: Some(AccessPolicy::default()),
     };
-    let health = Arc::new(HealthState::new(Metrics::new()));
+    let health = Arc::new(AgentState::new(Metrics::new()));
     let node = std::rc::Rc::clone(&sys.node);
     let h = Arc::clone(&health);
     let run = agent::run(&mut prober, &publisher, &cfg, &health, async move {

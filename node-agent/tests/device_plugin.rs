@@ -24,7 +24,7 @@ use mshv_node_agent::device_plugin::api::v1beta1::{
 };
 use mshv_node_agent::device_plugin::registration::connect_unix;
 use mshv_node_agent::device_plugin::{self, PluginConfig, lifecycle};
-use mshv_node_agent::health::HealthState;
+use mshv_node_agent::health::AgentState;
 use mshv_node_agent::metrics::Metrics;
 use mshv_node_agent::probe::{ProbeOptions, Prober};
 use tokio::net::UnixListener;
@@ -35,9 +35,9 @@ use tonic::Streaming;
 const BOUND: Duration = Duration::from_secs(20);
 
 /// The agent side: the plugin lifecycle with short polls, and a prober whose verdict the
-/// test flips (the same path the agent loop takes: `HealthState::record_probe`).
+/// test flips (the same path the agent loop takes: `AgentState::record_probe`).
 struct Agent {
-    health: Arc<HealthState>,
+    health: Arc<AgentState>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     sys: SwitchSys,
@@ -60,7 +60,7 @@ fn config(dir: &Path) -> PluginConfig {
 }
 
 fn start_agent(dir: &Path) -> Agent {
-    let health = Arc::new(HealthState::new(Metrics::new()));
+    let health = Arc::new(AgentState::new(Metrics::new()));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(lifecycle::run(config(dir), Arc::clone(&health), stop_rx));
     let root = FakeRoot::new().with_driver(58);

@@ -12,7 +12,7 @@ use common::fake_api::{FakeApi, Fault, NODE_UID};
 use common::fake_sys::{FakeRoot, SwitchSys};
 use mshv_node_agent::agent::{self, RunConfig};
 use mshv_node_agent::backoff::Backoff;
-use mshv_node_agent::health::HealthState;
+use mshv_node_agent::health::AgentState;
 use mshv_node_agent::labels::{self, LabelPrefix};
 use mshv_node_agent::metrics::Metrics;
 use mshv_node_agent::probe::cpuid::HV_CREATE_PARTITIONS;
@@ -130,7 +130,7 @@ async fn losing_capability_removes_the_label_but_keeps_foreign_ones() {
         NODE,
         Duration::from_secs(5),
     )));
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = cfg(20, None);
 
@@ -183,7 +183,7 @@ async fn retries_500_409_and_timeouts_with_growing_backoff() {
         NODE,
         Duration::from_millis(100),
     )));
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     // A long interval: every request after the first is a retry driven by the backoff.
     let cfg = cfg(60_000, None);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -249,7 +249,7 @@ async fn never_exits_while_the_api_fails() {
         NODE,
         Duration::from_secs(1),
     )));
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let cfg = cfg(10, None);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let driver = async {
@@ -278,7 +278,7 @@ async fn writes_only_on_change_not_every_probe() {
         NODE,
         Duration::from_secs(5),
     )));
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let cfg = cfg(5, None);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let driver = async {
@@ -344,7 +344,7 @@ async fn an_idle_node_gets_no_node_writes_while_the_lease_is_renewed() {
         ),
         Duration::from_secs(5),
     );
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let cfg = cfg(5, None);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -449,7 +449,7 @@ async fn lease_renewal_retries_500_409_and_timeouts_with_growing_backoff() {
         lease_cfg(Duration::from_secs(60), base, cap),
         Duration::from_millis(100),
     );
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // Stop only once the agent has recorded the renewal: the fake counting its own 200 is not
     // enough (the stop signal could then win against the agent's handling of the answer).
@@ -524,7 +524,7 @@ async fn lease_renewal_never_exits_while_the_api_fails() {
         ),
         Duration::from_secs(1),
     );
-    let health = HealthState::new(Metrics::new());
+    let health = AgentState::new(Metrics::new());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let driver = async {
         assert!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_sys::{FakeRoot, SwitchSys};
-use mshv_node_agent::health::{self, HealthState};
+use mshv_node_agent::health::{self, AgentState};
 use mshv_node_agent::metrics::Metrics;
 use mshv_node_agent::probe::{ProbeOptions, Prober};
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
 
 #[tokio::test]
 async fn status_reports_probe_publication_plugin_and_versions() {
-    let health = Arc::new(HealthState::new(Metrics::new()));
+    let health = Arc::new(AgentState::new(Metrics::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -5,7 +5,7 @@
   (kubevirt-v1.9.0-virtualmachine.schema.json, see extract_schema.py), strictly: an unknown
   field is an error, as with `kubectl apply --validate=strict`; negative cases prove it;
 - the two VMs are identical but for name, benchmark-vm label and the opt-out annotation, and
-  the opt-out is the policy's (`hyperv-layered.io/hypervisor: kvm` in src/record.rs);
+  the opt-out is the policy's (`hyperv-layered.io/hypervisor: kvm` in src/choice.rs);
 - the workload Secret's cloud-config parses, and its script runs here (small sizes) and prints
   the one line scripts/compare-vms.sh parses.
 
@@ -57,10 +57,10 @@ def load(name):
 
 
 def record_key():
-    """The policy's decision key, read from src/record.rs (defined once there)."""
+    """The policy's decision key, read from src/choice.rs (defined once there)."""
     with open(os.path.join(ROOT, "src", "record.rs")) as f:
         m = re.search(r'pub const HYPERVISOR_KEY: &str = "([^"]+)";', f.read())
-    assert m, "HYPERVISOR_KEY not found in src/record.rs"
+    assert m, "HYPERVISOR_KEY not found in src/choice.rs"
     return m.group(1)
 
 

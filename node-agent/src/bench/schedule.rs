@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{BenchConfig, HypervisorKind};
 use crate::guest_verify::{self, NotTried};
-use crate::health::HealthState;
+use crate::health::AgentState;
 
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
@@ -59,7 +59,7 @@ pub fn guest_due(
     }
 }
 
-pub async fn run(cfg: ScheduleConfig, health: Arc<HealthState>, mut stop: watch::Receiver<bool>) {
+pub async fn run(cfg: ScheduleConfig, health: Arc<AgentState>, mut stop: watch::Receiver<bool>) {
     let device = cfg.host_root.join(HypervisorKind::Mshv.device());
     let mut last_guest: Option<(Instant, DeviceId)> = None;
     let mut next_bench = cfg.bench_interval.map(|_| Instant::now());

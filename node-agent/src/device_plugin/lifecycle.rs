@@ -25,7 +25,7 @@ use super::registration::{register, register_request};
 use super::service::{AllocationObserver, MshvDevicePlugin, serve};
 use super::{PluginConfig, PluginState};
 use crate::backoff::Backoff;
-use crate::health::HealthState;
+use crate::health::AgentState;
 use crate::status::now;
 
 /// Why a registered period ended.
@@ -44,7 +44,7 @@ enum Ended {
 
 /// Reports state changes to metrics, `/status` and the log (once per change).
 struct Reporter<'a> {
-    health: &'a HealthState,
+    health: &'a AgentState,
     cfg: &'a PluginConfig,
     last: Option<(PluginState, String)>,
 }
@@ -91,7 +91,7 @@ impl Reporter<'_> {
 }
 
 /// Report the plugin as switched off (`--device-plugin=false`).
-pub fn report_disabled(health: &HealthState) {
+pub fn report_disabled(health: &AgentState) {
     health
         .metrics
         .set_plugin_state(PluginState::Disabled.as_str());
@@ -168,7 +168,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// Run the device plugin until `stop` becomes `true` (or its sender is dropped).
-pub async fn run(cfg: PluginConfig, health: Arc<HealthState>, mut stop: watch::Receiver<bool>) {
+pub async fn run(cfg: PluginConfig, health: Arc<AgentState>, mut stop: watch::Receiver<bool>) {
     let mut rep = Reporter {
         health: &health,
         cfg: &cfg,
@@ -254,7 +254,7 @@ pub async fn run(cfg: PluginConfig, health: Arc<HealthState>, mut stop: watch::R
 /// reported and waited out here with backoff (returning `Retry` to re-check everything).
 async fn serve_and_register(
     cfg: &PluginConfig,
-    health: &Arc<HealthState>,
+    health: &Arc<AgentState>,
     rep: &mut Reporter<'_>,
     backoff: &mut Backoff,
     vh: &mut VirtHandlerWatch,

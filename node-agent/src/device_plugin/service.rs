@@ -21,7 +21,7 @@ use super::api::v1beta1::{
     PreferredAllocationResponse,
 };
 use super::{AllocateError, allocate_response, device_list, options, preferred_allocation};
-use crate::health::HealthState;
+use crate::health::AgentState;
 
 /// The `DevicePlugin` service for one shared device node.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ pub trait AllocationObserver: Send + Sync {
 }
 
 /// Counts into `mshv_node_agent_device_plugin_allocations_total`.
-impl AllocationObserver for HealthState {
+impl AllocationObserver for AgentState {
     fn allocated(&self) {
         self.metrics.observe_allocation();
     }

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use super::PublishError;
 use crate::backoff::Backoff;
-use crate::health::HealthState;
+use crate::health::AgentState;
 use crate::labels::FIELD_MANAGER;
 
 /// Prefix of every Lease name (`mshv-node-agent-<node>`).
@@ -187,7 +187,7 @@ impl LeaseRenewer {
 /// never makes the Lease lapse sooner than it must.
 pub async fn run(
     renewer: &mut LeaseRenewer,
-    health: &HealthState,
+    health: &AgentState,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);

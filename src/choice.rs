@@ -1,5 +1,6 @@
-//! The decision vocabulary the policy writes on launcher Pods, so that kube-state-metrics
-//! (`kube_pod_labels`, `kube_pod_annotations`) and `kubectl get pods -L` can count and explain it.
+//! The choice the policy writes on launcher Pods (the hypervisor and why), so that
+//! kube-state-metrics (`kube_pod_labels`, `kube_pod_annotations`) and `kubectl get pods -L` can
+//! count and explain it.
 
 use serde::Serialize;
 
@@ -19,8 +20,8 @@ pub enum Hypervisor {
 }
 
 impl Hypervisor {
-    /// The value of a record this policy wrote (`None` for anything else).
-    pub fn from_record(value: &str) -> Option<Hypervisor> {
+    /// The hypervisor a label or annotation value names (`kvm`, `mshv`; `None` for anything else).
+    pub fn from_name(value: &str) -> Option<Hypervisor> {
         [Hypervisor::Kvm, Hypervisor::Mshv]
             .into_iter()
             .find(|h| h.as_str() == value)
@@ -61,8 +62,10 @@ pub enum Reason {
     /// A cluster lookup failed and `onLookupError: fallback` kept the Pod as rendered.
     LookupError,
     /// The compute container's image is not in `launcherImages`: its libvirt/QEMU may not run
-    /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched.
-    LauncherImage,
+    /// an mshv domain (stock v1.8/v1.9 images cannot), so it is not switched. The value on
+    /// Pods stays `launcher-image`, as dashboards and alerts select it.
+    #[serde(rename = "launcher-image")]
+    ImageNotListed,
     /// Mixed mode: a VM shape that KubeVirt configured for KVM mishandles on mshv (dedicated
     /// CPUs with an isolated emulator thread, realtime), kept on KVM.
     WorkloadUnsupported,
@@ -91,7 +94,7 @@ impl Reason {
             Reason::MigrationSourceMshv => "migration-source-mshv",
             Reason::MigrationSourceUnknown => "migration-source-unknown",
             Reason::LookupError => "lookup-error",
-            Reason::LauncherImage => "launcher-image",
+            Reason::ImageNotListed => "launcher-image",
             Reason::WorkloadUnsupported => "workload-unsupported",
             Reason::LauncherLayoutUnknown => "launcher-layout-unknown",
             Reason::MemoryUnsized => "memory-unsized",
@@ -110,7 +113,7 @@ impl Reason {
         Reason::MigrationSourceMshv,
         Reason::MigrationSourceUnknown,
         Reason::LookupError,
-        Reason::LauncherImage,
+        Reason::ImageNotListed,
         Reason::WorkloadUnsupported,
         Reason::LauncherLayoutUnknown,
         Reason::NeedsLiveMigration,
