@@ -58,7 +58,7 @@ def load(name):
 
 def record_key():
     """The policy's decision key, read from src/choice.rs (defined once there)."""
-    with open(os.path.join(ROOT, "src", "record.rs")) as f:
+    with open(os.path.join(ROOT, "src", "choice.rs")) as f:
         m = re.search(r'pub const HYPERVISOR_KEY: &str = "([^"]+)";', f.read())
     assert m, "HYPERVISOR_KEY not found in src/choice.rs"
     return m.group(1)
